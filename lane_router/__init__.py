@@ -1,0 +1,23 @@
+"""lane_router: one lane routing semantics, rendered for Istio, Envoy, Gateway API and the sidecar."""
+
+from lane_router._topology import (
+    Endpoint,
+    Lane,
+    Resolution,
+    Service,
+    Topology,
+    TopologyError,
+    load_topology,
+    parse_endpoint,
+)
+
+__all__ = [
+    "Endpoint",
+    "Lane",
+    "Resolution",
+    "Service",
+    "Topology",
+    "TopologyError",
+    "load_topology",
+    "parse_endpoint",
+]

@@ -1,0 +1,1 @@
+"""Subcommands of ``lanes``; see :mod:`lane_router.cli`."""
