@@ -1,0 +1,116 @@
+"""The lane of the current OpenTelemetry context: read it, and set it for a block of code.
+
+The lane lives in OpenTelemetry baggage under the configured key, so it rides the same context
+machinery as trace context: ``contextvars`` carry it across ``await`` and ``create_task``.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from opentelemetry import baggage as _baggage
+from opentelemetry import context as _otel_context
+from opentelemetry.context import Context
+
+from lanes_sdk._wire import baggage_key_from_env, header_from_env, valid_lane
+
+__all__ = ["BAGGAGE_KEY", "HEADER", "LaneScope", "current_lane", "lane_of", "use_lane"]
+
+# Resolved once, at import: the hot paths (span start, inject) must not read os.environ.
+HEADER: str = header_from_env()
+BAGGAGE_KEY: str = baggage_key_from_env()
+
+# Baggage values seen so far -> their lane. Real systems run a handful of lanes, so after the
+# first request every check is one dict lookup; the bound keeps hostile input from growing it.
+_LANE_CACHE: dict[str, str | None] = {}
+_LANE_CACHE_MAX = 512
+
+
+def _check(value: str) -> str | None:
+    lane = valid_lane(value)
+    if lane is None and ";" in value:
+        # A value another propagator stored verbatim ("feature-b;ttl=60"): properties are not
+        # part of the lane.
+        lane = valid_lane(value.split(";", 1)[0])
+    if len(_LANE_CACHE) >= _LANE_CACHE_MAX:
+        _LANE_CACHE.clear()
+    _LANE_CACHE[value] = lane
+    return lane
+
+
+def lane_of(value: object) -> str | None:
+    """The lane a baggage value names, or ``None``; never raises."""
+    if type(value) is not str:
+        return valid_lane(value)
+    try:
+        return _LANE_CACHE[value]
+    except KeyError:
+        return _check(value)
+
+
+def current_lane(context: Context | None = None, *, baggage_key: str = BAGGAGE_KEY) -> str | None:
+    """The validated lane of ``context`` (default: the current one), or ``None`` for baseline."""
+    return lane_of(_baggage.get_baggage(baggage_key, context))
+
+
+class LaneScope:
+    """Sets the lane for a ``with`` or ``async with`` block and restores the previous one.
+
+    Enter and exit happen in the same task (a token cannot be detached from another one), so an
+    ``async with`` block is safe across ``await`` and the tasks it creates inherit the lane.
+    """
+
+    __slots__ = ("_baggage_key", "_lane", "_tokens")
+
+    def __init__(self, lane: str | None, *, baggage_key: str = BAGGAGE_KEY) -> None:
+        self._lane = lane
+        self._baggage_key = baggage_key
+        self._tokens: list[object] = []
+
+    @property
+    def lane(self) -> str | None:
+        return self._lane
+
+    def __enter__(self) -> str | None:
+        if self._lane is None:
+            ctx = _baggage.remove_baggage(self._baggage_key)
+        else:
+            ctx = _baggage.set_baggage(self._baggage_key, self._lane)
+        self._tokens.append(_otel_context.attach(ctx))
+        return self._lane
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _otel_context.detach(self._tokens.pop())  # type: ignore[arg-type]
+
+    async def __aenter__(self) -> str | None:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def use_lane(name: str | None, *, baggage_key: str = BAGGAGE_KEY) -> LaneScope:
+    """Run a block in lane ``name`` (``None``: no lane, i.e. baseline).
+
+    An invalid name raises ``ValueError`` here, at the caller: it is a programming error, unlike
+    a bad header from the network, which is silently *no lane*.
+    """
+    if name is None:
+        return LaneScope(None, baggage_key=baggage_key)
+    lane = valid_lane(name) if isinstance(name, str) else None
+    if lane is None or lane != name:
+        raise ValueError(
+            f"invalid lane name {name!r}: expected an RFC 1123 label "
+            "([a-z0-9]([-a-z0-9]*[a-z0-9])?, at most 63 characters)"
+        )
+    return LaneScope(lane, baggage_key=baggage_key)
