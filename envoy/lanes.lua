@@ -1,0 +1,1 @@
+../lane_router/data/lanes.lua

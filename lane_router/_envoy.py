@@ -1,0 +1,393 @@
+"""Render a topology as a complete Envoy bootstrap: one outbound listener that routes by lane.
+
+How a request finds its version (details and the reasons in ``envoy/README.md``):
+
+* A Lua filter (``lane_router/data/lanes.lua``) applies design.md's extract order exactly and
+  rewrites the routing header to the request's lane (removing it when there is none), so the
+  routes need only exact header matches, and the next hop sees the lane even when it came from
+  baggage. No route carries a regex; the runtime still raises RE2's program-size limit.
+* One virtual host per service (short, namespaced and cluster-local names, with and without the
+  port); per declared lane whose answer differs from the baseline's one exact-match route, then
+  the baseline default. A strict miss is a direct 503 naming the lane and the service.
+* One cluster per (service, lane) version. Where a lane's walk has fallbacks, the route targets
+  an aggregate cluster over the walk's versions in order: Envoy sends to the first with a healthy
+  endpoint. Passive health (one local-origin failure ejects a host), an active TCP health check,
+  and connect-failure/reset retries make a stopped version fail over without a single error.
+
+Everything Envoy answers by itself is JSON (``local_reply_config``). The result is a plain dict
+built in a fixed order from the (sorted) topology: the same input gives byte-identical output.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from importlib import resources
+from typing import Any
+
+from lane_router._topology import Endpoint, Resolution, Topology
+
+__all__ = ["LUA_FILTER", "cluster_name", "lua_source", "render_envoy"]
+
+LISTENER_NAME = "lanes_outbound"
+ROUTE_CONFIG_NAME = "lanes"
+RE2_MAX_PROGRAM_SIZE = 32768  # Istio's proxies use the same
+_RETRY_ON = "connect-failure,refused-stream,reset"
+_METADATA_NS = "traffic_lanes"
+_TYPE_URL = "type.googleapis.com/envoy."
+
+
+def _typed(type_name: str, **fields: Any) -> dict[str, Any]:
+    """A ``typed_config`` Any of ``envoy.<type_name>``."""
+    return {"@type": _TYPE_URL + type_name, **fields}
+
+
+def _load_lua() -> str:
+    return resources.files("lane_router").joinpath("data/lanes.lua").read_text(encoding="utf-8")
+
+
+LUA_FILTER: str = _load_lua()
+"""The lane filter's Lua source as shipped (defaults: ``x-lane``, baggage key ``lane``)."""
+
+
+def cluster_name(service: str, lanes: tuple[str, ...] | str) -> str:
+    """``reviews|feature-a`` for a version; ``reviews|feature-b>feature-a>baseline`` for a walk."""
+    if isinstance(lanes, str):
+        return f"{service}|{lanes}"
+    return f"{service}|{'>'.join(lanes)}"
+
+
+def _lua_string(text: str) -> str:
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch in '"\\' or code < 32 or code > 126:
+            out.append(f"\\{code:03d}" if code < 256 else "?")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def lua_source(topology: Topology) -> str:
+    """The Lua filter, bound to the topology's routing header and baggage key."""
+    preamble = (
+        f"local LANES_HEADER, LANES_BAGGAGE_KEY = "
+        f"{_lua_string(topology.header)}, {_lua_string(topology.baggage_key)}\n"
+    )
+    return preamble + LUA_FILTER
+
+
+def _socket_address(text: str, what: str) -> dict[str, Any]:
+    """``host:port`` / ``[v6]:port`` with an IP literal; port 0 lets the kernel choose."""
+    if not isinstance(text, str):
+        raise ValueError(f"{what}: expected 'ip:port', got {type(text).__name__}")
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if not sep or ip is None or (ip.version == 6) != text.startswith("["):
+        raise ValueError(f"{what}: {text!r} is not 'ip:port' (IPv6 as '[::1]:15001')")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{what}: {text!r}: port must be 0-65535")
+    return {"socket_address": {"address": str(ip), "port_value": int(port)}}
+
+
+def _duration(seconds: float) -> str:
+    text = f"{seconds:.3f}".rstrip("0").rstrip(".")
+    return f"{text}s"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _domains(topology: Topology, service: str) -> list[str]:
+    ns = topology.namespace_of(service)
+    port = topology.services[service].port
+    names = [service, f"{service}.{ns}", f"{service}.{ns}.svc", f"{service}.{ns}.svc.cluster.local"]
+    return [d for name in names for d in (name, f"{name}:{port}")]
+
+
+def _strict_miss_body(topology: Topology, res: Resolution) -> str:
+    return (
+        f"lane {res.lane!r} is strict and does not deploy service {res.service!r}"
+        if res.lane in topology.lanes and topology.lanes[res.lane].strict
+        else f"lane {res.lane!r} reaches a strict lane that does not deploy {res.service!r}"
+    )
+
+
+def _retry_policy(attempts: int) -> dict[str, Any]:
+    # Retries are the failover path, not a reliability feature for application errors: only
+    # failures Envoy itself sees before any response (connect refused/timeout, reset) are retried.
+    return {
+        "retry_on": _RETRY_ON,
+        "num_retries": attempts,
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": _typed(
+                    "extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                ),
+            }
+        ],
+        "host_selection_retry_max_attempts": 5,
+    }
+
+
+def _route(service: str, name: str, header: str | None, action: dict[str, Any]) -> dict[str, Any]:
+    match: dict[str, Any] = {"prefix": "/"}
+    if header is not None:
+        match["headers"] = [{"name": header[0], "string_match": {"exact": header[1]}}]
+    return {"name": f"{service}/{name}", "match": match, **action}
+
+
+def _forward(service: str, candidates: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "route": {
+            "cluster": cluster_name(service, candidates),
+            "retry_policy": _retry_policy(len(candidates) + 1),
+        }
+    }
+
+
+def _virtual_host(topology: Topology, service: str) -> dict[str, Any]:
+    table = topology.routes[service]
+    default = table[topology.baseline]
+    routes: list[dict[str, Any]] = []
+    for lane in topology.lanes:
+        res = table[lane]
+        if res.strict_miss:
+            action: dict[str, Any] = {
+                "direct_response": {
+                    "status": 503,
+                    "body": {"inline_string": _strict_miss_body(topology, res)},
+                }
+            }
+        elif res.candidates == default.candidates:
+            continue  # the baseline default below answers it the same way
+        else:
+            action = _forward(service, res.candidates)
+        routes.append(_route(service, lane, (topology.header, lane), action))
+    routes.append(_route(service, topology.baseline, None, _forward(service, default.candidates)))
+    return {
+        "name": service,
+        "domains": _domains(topology, service),
+        "routes": routes,
+        "metadata": {"filter_metadata": {_METADATA_NS: {"service": service}}},
+    }
+
+
+def _endpoint(ep: Endpoint) -> dict[str, Any]:
+    return {
+        "endpoint": {"address": {"socket_address": {"address": ep.host, "port_value": ep.port}}}
+    }
+
+
+def _version_cluster(
+    service: str,
+    lane: str,
+    endpoints: tuple[Endpoint, ...],
+    *,
+    connect_timeout: float,
+    health_check_interval: float | None,
+) -> dict[str, Any]:
+    name = cluster_name(service, lane)
+    by_name = any(not _is_ip(ep.host) for ep in endpoints)
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STRICT_DNS" if by_name else "STATIC",
+        "connect_timeout": _duration(connect_timeout),
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [_endpoint(ep) for ep in endpoints]}],
+        },
+        # Passive health: one connection failure, timeout or reset (local origin) ejects the
+        # host at once; the application's own 5xx never does (a lane that answers 500 must not
+        # silently turn into the baseline for QA).
+        "outlier_detection": {
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 1,
+            "enforcing_consecutive_local_origin_failure": 100,
+            "enforcing_consecutive_5xx": 0,
+            "enforcing_consecutive_gateway_failure": 0,
+            "enforcing_success_rate": 0,
+            "enforcing_local_origin_success_rate": 0,
+            "enforcing_failure_percentage": 0,
+            "enforcing_failure_percentage_local_origin": 0,
+            "interval": "1s",
+            "base_ejection_time": "5s",
+            "max_ejection_time": "60s",
+            "max_ejection_percent": 100,
+        },
+        # The retries are the failover: allow as many concurrent ones as requests.
+        "circuit_breakers": {"thresholds": [{"max_retries": 1024}]},
+    }
+    if health_check_interval is not None:
+        # Active TCP connect check: finds a stopped version before traffic does, and brings a
+        # restarted one back within one interval.
+        cluster["health_checks"] = [
+            {
+                "timeout": _duration(min(connect_timeout, health_check_interval)),
+                "interval": _duration(health_check_interval),
+                "no_traffic_interval": _duration(health_check_interval),
+                "unhealthy_threshold": 1,
+                "healthy_threshold": 1,
+                "tcp_health_check": {},
+            }
+        ]
+    return cluster
+
+
+def _aggregate_cluster(service: str, candidates: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "name": cluster_name(service, candidates),
+        "connect_timeout": "1s",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "cluster_type": {
+            "name": "envoy.clusters.aggregate",
+            "typed_config": _typed(
+                "extensions.clusters.aggregate.v3.ClusterConfig",
+                clusters=[cluster_name(service, lane) for lane in candidates],
+            ),
+        },
+        "circuit_breakers": {"thresholds": [{"max_retries": 1024}]},
+    }
+
+
+def _clusters(
+    topology: Topology, *, connect_timeout: float, health_check_interval: float | None
+) -> list[dict[str, Any]]:
+    clusters: list[dict[str, Any]] = []
+    for service, svc in topology.services.items():
+        for lane in topology.lanes_of(service):
+            clusters.append(
+                _version_cluster(
+                    service,
+                    lane,
+                    svc.versions[lane],
+                    connect_timeout=connect_timeout,
+                    health_check_interval=health_check_interval,
+                )
+            )
+        walks = sorted(
+            {res.candidates for res in topology.routes[service].values() if len(res.candidates) > 1}
+        )
+        clusters.extend(_aggregate_cluster(service, walk) for walk in walks)
+    return clusters
+
+
+def _local_reply(topology: Topology) -> dict[str, Any]:
+    # Every answer Envoy makes itself (no route, no healthy upstream, upstream reset, strict
+    # miss) becomes one JSON shape naming the service, the lane and Envoy's reason.
+    return {
+        "body_format": {
+            "json_format": {
+                "error": "%LOCAL_REPLY_BODY%",
+                "status": "%RESPONSE_CODE%",
+                "service": f"%METADATA(VIRTUAL_HOST:{_METADATA_NS}:service)%",
+                "host": "%REQ(:AUTHORITY)%",
+                "lane": f"%REQ({topology.header})%",
+                "reason": "%RESPONSE_CODE_DETAILS%",
+                "flags": "%RESPONSE_FLAGS%",
+            },
+            "content_type": "application/json",
+        },
+        # Envoy's own "no route" reply has no body: say what a user needs to know.
+        "mappers": [
+            {
+                "filter": {"response_flag_filter": {"flags": ["NR"]}},
+                "body": {"inline_string": "no service of this topology matches the Host"},
+            }
+        ],
+    }
+
+
+def render_envoy(
+    topology: Topology,
+    *,
+    listen: str = "127.0.0.1:15001",
+    admin: str | None = "127.0.0.1:15000",
+    connect_timeout: float = 1.0,
+    health_check_interval: float | None = 5.0,
+    node_id: str = "traffic-lanes",
+) -> dict[str, Any]:
+    """The Envoy bootstrap (a plain dict, dump it as JSON or YAML) for ``topology``.
+
+    ``listen`` and ``admin`` are ``ip:port`` (``[::1]:15001`` for IPv6, port 0 for a kernel-chosen
+    port); ``admin=None`` leaves the admin interface out. ``health_check_interval=None`` turns
+    the active TCP health check off (passive health and retries still fail over).
+    """
+    hcm = {
+        "@type": _TYPE_URL
+        + "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": LISTENER_NAME,
+        "codec_type": "AUTO",
+        # curl -0, ab and old health checkers speak HTTP/1.0; a sidecar should serve them.
+        "http_protocol_options": {"accept_http_10": True},
+        "route_config": {
+            "name": ROUTE_CONFIG_NAME,
+            "virtual_hosts": [_virtual_host(topology, s) for s in topology.services],
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.lua",
+                "typed_config": _typed(
+                    "extensions.filters.http.lua.v3.Lua",
+                    default_source_code={"inline_string": lua_source(topology)},
+                ),
+            },
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": _typed("extensions.filters.http.router.v3.Router"),
+            },
+        ],
+        "local_reply_config": _local_reply(topology),
+    }
+    bootstrap: dict[str, Any] = {
+        "node": {"id": node_id, "cluster": node_id},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": LISTENER_NAME,
+                    "address": _socket_address(listen, "listen"),
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": hcm,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": _clusters(
+                topology,
+                connect_timeout=connect_timeout,
+                health_check_interval=health_check_interval,
+            ),
+        },
+        "layered_runtime": {
+            "layers": [
+                {
+                    "name": "static",
+                    "static_layer": {
+                        "re2.max_program_size.error_level": RE2_MAX_PROGRAM_SIZE,
+                        "re2.max_program_size.warn_level": RE2_MAX_PROGRAM_SIZE,
+                    },
+                }
+            ]
+        },
+    }
+    if admin is not None:
+        bootstrap["admin"] = {"address": _socket_address(admin, "admin")}
+    return bootstrap
