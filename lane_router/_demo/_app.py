@@ -1,0 +1,102 @@
+"""One version of one service: an ordinary aiohttp app that knows nothing about lanes.
+
+It calls its downstream services through the data plane (by service name only) and answers
+with the hops that served the request: its own and whatever its downstream calls returned.
+Whether the lane survives every hop is entirely the SDK's and the data plane's job, which is
+exactly what the harness checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+__all__ = ["Downstream", "version_app"]
+
+_MAX_DELAY_MS = 5_000.0
+
+
+class Downstream:
+    """How apps reach other services: the data plane, addressed by service name.
+
+    ``mode="host"`` sends origin-form requests to the data plane with ``Host: <service>``;
+    ``mode="proxy"`` uses the data plane as an HTTP proxy (absolute-form targets).
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, *, address: str, mode: str = "host") -> None:
+        if mode not in ("host", "proxy"):
+            raise ValueError(f"mode must be 'host' or 'proxy', got {mode!r}")
+        self.session = session
+        self.address = address
+        self.mode = mode
+
+    async def call(self, service: str) -> list[dict[str, Any]]:
+        """The hops behind ``service``; a failed call is one hop with no lane and its status."""
+        if self.mode == "host":
+            url, kwargs = f"http://{self.address}/", {"headers": {"Host": service}}
+        else:
+            url, kwargs = f"http://{service}/", {"proxy": f"http://{self.address}"}
+        try:
+            async with self.session.get(url, **kwargs) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return [{"service": service, "lane": None, "status": 0, "error": repr(exc)}]
+        if status == 200:
+            try:
+                hops = json.loads(body)["hops"]
+            except (ValueError, KeyError, TypeError):
+                hops = None
+            if isinstance(hops, list):
+                return hops
+        error = body[:300].decode("utf-8", "replace")
+        return [{"service": service, "lane": None, "status": status, "error": error}]
+
+
+def version_app(
+    *,
+    service: str,
+    version: str,
+    calls: Sequence[Sequence[str]],
+    downstream: Downstream,
+    middlewares: Sequence[Any] = (),
+) -> web.Application:
+    """The app for ``service`` deployed as ``version`` (a deployment label, like a pod's).
+
+    ``calls`` are stages run in order; the services of one stage are called concurrently
+    (``asyncio.gather``), so a request exercises both a chain and a fan-out.
+    """
+    inflight = 0
+
+    async def handle(request: web.Request) -> web.Response:
+        nonlocal inflight
+        inflight += 1
+        try:
+            delay = request.query.get("delay")
+            if delay:
+                try:
+                    ms = min(max(float(delay), 0.0), _MAX_DELAY_MS)
+                except ValueError:
+                    ms = 0.0
+                await asyncio.sleep(ms / 1000)
+            hops: list[dict[str, Any]] = [{"service": service, "lane": version, "status": 200}]
+            for stage in calls:
+                for result in await asyncio.gather(*(downstream.call(s) for s in stage)):
+                    hops.extend(result)
+            return web.json_response({"service": service, "version": version, "hops": hops})
+        finally:
+            inflight -= 1
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response({"service": service, "version": version, "inflight": inflight})
+
+    # A list, not a tuple: OTel's server instrumentation inserts its middleware into it.
+    app = web.Application(middlewares=list(middlewares))
+    app.router.add_get("/_stats", stats)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app

@@ -1,0 +1,272 @@
+"""A whole mesh on loopback: version apps in worker processes, one data plane, a QA client.
+
+The topology given to the data plane is built from the apps' real ports and written as an
+ordinary ``lanes.yaml`` in a temporary directory; every expectation comes from that same
+topology through ``_predict``. Everything started is stopped by its PID in ``stop()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from lane_router._demo._planes import Plane, start_plane
+from lane_router._demo._predict import CallGraph, Hop, entry_lane, hops_of, predict_path
+from lane_router._demo._proc import Child, free_port, start_child
+from lane_router._topology import Endpoint, Lane, Service, Topology
+from lanes_sdk._wire import DEFAULT_BASELINE
+
+__all__ = ["Blueprint", "Mesh", "Observed", "Version"]
+
+Version = tuple[str, str]  # (service, lane)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Blueprint:
+    """The shape of a mesh: lanes, which lanes deploy which service, and who calls whom.
+
+    ``deploys`` maps a service to the lanes with a version of it (the baseline is implied).
+    ``calls`` maps a service to stages of downstream services (each stage is a fan-out).
+    """
+
+    lanes: Sequence[Lane]
+    deploys: Mapping[str, Sequence[str]]
+    calls: CallGraph
+    entry: str
+    baseline: str = DEFAULT_BASELINE
+    service_port: int = 9080
+
+    @property
+    def versions(self) -> list[Version]:
+        out = []
+        for service in sorted(self.deploys):
+            lanes = {self.baseline, *self.deploys[service]}
+            out.extend((service, lane) for lane in sorted(lanes))
+        return out
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One request as the QA client saw it."""
+
+    status: int
+    hops: list[Hop]
+    body: Any
+
+
+@dataclass(eq=False)
+class Mesh:
+    blueprint: Blueprint
+    workdir: Path
+    session: aiohttp.ClientSession
+    endpoints: dict[Version, Endpoint] = field(default_factory=dict)
+    workers: dict[Version, Child] = field(default_factory=dict)
+    children: list[Child] = field(default_factory=list)
+    planes: list[Plane] = field(default_factory=list)
+    topology: Topology | None = None
+    _own_workdir: bool = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @classmethod
+    async def start(
+        cls,
+        blueprint: Blueprint,
+        *,
+        plane: str = "sidecar",
+        mode: str = "host",
+        workers: int = 1,
+        isolate: Collection[Version] = (),
+        hidden: Collection[Version] = (),
+        workdir: Path | None = None,
+    ) -> Mesh:
+        """Start workers, write ``lanes.yaml`` (without ``hidden`` versions), start the plane.
+
+        ``workers`` spreads the versions over that many processes; each ``isolate`` version gets
+        a process of its own, so it can be killed alone.
+        """
+        own = workdir is None
+        wd = Path(tempfile.mkdtemp(prefix="lanes-demo-")) if workdir is None else workdir
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256, limit_per_host=0),
+            timeout=aiohttp.ClientTimeout(total=30),
+        )
+        _uninstrument(session)
+        mesh = cls(blueprint, wd, session, _own_workdir=own)
+        try:
+            listen_port = free_port()
+            await mesh._start_workers(
+                f"127.0.0.1:{listen_port}", mode=mode, workers=workers, isolate=isolate
+            )
+            mesh.topology = mesh.build_topology(exclude=hidden)
+            mesh.write_topology(mesh.topology)
+            mesh.planes.append(
+                await start_plane(
+                    plane,
+                    topology=mesh.topology,
+                    lanes_yaml=mesh.lanes_yaml,
+                    workdir=wd,
+                    session=session,
+                    listen_port=listen_port,
+                )
+            )
+        except BaseException:
+            await mesh.stop()
+            raise
+        return mesh
+
+    async def _start_workers(
+        self, dataplane: str, *, mode: str, workers: int, isolate: Collection[Version]
+    ) -> None:
+        bp = self.blueprint
+        shared = [v for v in bp.versions if v not in isolate]
+        groups: list[list[Version]] = [shared[i :: max(workers, 1)] for i in range(max(workers, 1))]
+        groups = [g for g in groups if g] + [[v] for v in bp.versions if v in isolate]
+        env = dict(os.environ)
+        env.setdefault("OTEL_TRACES_EXPORTER", "none")
+        env.setdefault("OTEL_METRICS_EXPORTER", "none")
+        env.setdefault("OTEL_LOGS_EXPORTER", "none")
+        started = []
+        for i, group in enumerate(groups):
+            child = await start_child(
+                f"worker-{i}",
+                [sys.executable, "-m", "lane_router._demo._worker"],
+                log=self.workdir / f"worker-{i}.log",
+                env=env,
+                stdin=True,
+                stdout=True,
+            )
+            self.children.append(child)
+            spec = {
+                "dataplane": dataplane,
+                "mode": mode,
+                "versions": [
+                    {"service": s, "version": lane, "calls": [list(x) for x in bp.calls.get(s, ())]}
+                    for s, lane in group
+                ],
+            }
+            assert child.process.stdin is not None
+            child.process.stdin.write(json.dumps(spec).encode() + b"\n")
+            started.append((child, group))
+        for child, _group in started:
+            assert child.process.stdout is not None
+            try:
+                line = await asyncio.wait_for(child.process.stdout.readline(), 20)
+            except TimeoutError:
+                line = b""
+            if not line:
+                await child.wait(1)
+                raise RuntimeError(f"{child.name} did not start:\n{child.log_tail()}")
+            for service, lane, port in json.loads(line)["ports"]:
+                self.endpoints[(service, lane)] = Endpoint("127.0.0.1", int(port))
+                self.workers[(service, lane)] = child
+
+    async def stop(self) -> None:
+        """Stop the data planes, then the workers, each by its PID; remove the temp dir."""
+        for plane in self.planes:
+            await plane.stop()
+        await asyncio.gather(*(c.stop() for c in self.children))
+        await self.session.close()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- topology ------------------------------------------------------------------------
+
+    @property
+    def lanes_yaml(self) -> Path:
+        return self.workdir / "lanes.yaml"
+
+    @property
+    def plane(self) -> Plane:
+        return self.planes[0]
+
+    def build_topology(
+        self, *, lanes: Sequence[Lane] | None = None, exclude: Collection[Version] = ()
+    ) -> Topology:
+        """The topology of the running apps (their real ports), minus ``exclude``."""
+        bp = self.blueprint
+        services = []
+        for service in sorted(bp.deploys):
+            versions = {
+                lane: (ep,)
+                for (s, lane), ep in self.endpoints.items()
+                if s == service and (s, lane) not in exclude
+            }
+            services.append(Service(service, versions, port=bp.service_port))
+        return Topology.build(
+            lanes=bp.lanes if lanes is None else lanes, services=services, baseline=bp.baseline
+        )
+
+    def write_topology(self, topology: Topology) -> None:
+        """Replace ``lanes.yaml`` atomically (a reader never sees half a file)."""
+        text = "# generated by lane_router._demo for the apps running now\n" + yaml.safe_dump(
+            topology.to_dict(), sort_keys=False
+        )
+        tmp = self.lanes_yaml.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, self.lanes_yaml)
+
+    # -- traffic -------------------------------------------------------------------------
+
+    def predict(
+        self,
+        headers: Mapping[str, str],
+        *,
+        down: Collection[Version] = (),
+        topology: Topology | None = None,
+    ) -> list[Hop]:
+        topo = topology or self.topology
+        assert topo is not None
+        return predict_path(
+            topo, self.blueprint.calls, self.blueprint.entry, entry_lane(topo, headers), down=down
+        )
+
+    async def ask(
+        self,
+        headers: Mapping[str, str],
+        *,
+        delay_ms: float | None = None,
+        plane: Plane | None = None,
+    ) -> Observed:
+        """One QA request at the entry service, through ``plane`` (default: the mesh's)."""
+        target = plane or self.plane
+        entry = self.blueprint.entry
+        params = {"delay": str(delay_ms)} if delay_ms else None
+        async with self.session.get(
+            f"http://{target.address}/",
+            headers={"Host": entry, **headers},
+            params=params,
+        ) as resp:
+            raw = await resp.read()
+            status = resp.status
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        return Observed(status, hops_of(body, service=entry, status=status), body)
+
+    async def inflight(self, version: Version) -> int:
+        """Requests the app of ``version`` is handling now (asked directly, not via the plane)."""
+        ep = self.endpoints[version]
+        async with self.session.get(f"http://{ep}/_stats") as resp:
+            return int((await resp.json())["inflight"])
+
+
+def _uninstrument(session: aiohttp.ClientSession) -> None:
+    """The QA client must send exactly the headers it is given, even in an instrumented process."""
+    with contextlib.suppress(ImportError):
+        from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+
+        AioHttpClientInstrumentor.uninstrument_session(session)

@@ -1,0 +1,67 @@
+"""What the routing core says a request must see, hop by hop.
+
+Every expectation of the harness and of ``lanes demo`` comes from here, and this module decides
+nothing itself: the entry lane is the wire rule (``lanes_sdk._wire``) and each hop is
+``Topology.resolve``. A hop is ``(service, serving lane or None, status)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from lane_router._topology import Topology
+from lanes_sdk._wire import lane_from_headers
+
+__all__ = ["CallGraph", "Hop", "entry_lane", "hops_of", "predict_path"]
+
+Hop = tuple[str, str | None, int]
+CallGraph = Mapping[str, Sequence[Sequence[str]]]
+
+STRICT_MISS = 503
+
+
+def entry_lane(topology: Topology, headers: Mapping[str, str]) -> str | None:
+    """The lane a request with these headers carries (design.md's extract order)."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    xlane = lower.get(topology.header)
+    baggage = lower.get("baggage")
+    return lane_from_headers(
+        [xlane] if xlane is not None else [],
+        [baggage] if baggage is not None else [],
+        baggage_key=topology.baggage_key,
+    )
+
+
+def predict_path(
+    topology: Topology,
+    calls: CallGraph,
+    service: str,
+    lane: str | None,
+    *,
+    down: Collection[tuple[str, str]] = (),
+) -> list[Hop]:
+    """The hops of a request of ``lane`` entering at ``service``, in the apps' report order.
+
+    ``down`` lists (service, lane) versions that have no healthy endpoint: the request goes to
+    the next candidate of the resolution, as every data plane must.
+    """
+    resolution = topology.resolve(service, lane)
+    if resolution is None:
+        raise KeyError(f"unknown service {service!r}")
+    serving = next((c for c in resolution.candidates if (service, c) not in down), None)
+    if serving is None:
+        return [(service, None, STRICT_MISS)]
+    path: list[Hop] = [(service, serving, 200)]
+    for stage in calls.get(service, ()):
+        for downstream in stage:
+            path.extend(predict_path(topology, calls, downstream, lane, down=down))
+    return path
+
+
+def hops_of(payload: Any, *, service: str, status: int) -> list[Hop]:
+    """The observed hops in an entry response (a data-plane error is one hop with no lane)."""
+    hops = payload.get("hops") if status == 200 and isinstance(payload, dict) else None
+    if not isinstance(hops, list):
+        return [(service, None, status)]
+    return [(h.get("service"), h.get("lane"), h.get("status")) for h in hops]
