@@ -1,0 +1,120 @@
+"""``lanes render``: one data plane's generated config, as deterministic multi-document YAML."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "print the generated Istio, Envoy or Gateway API config for a topology"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--file", required=True, metavar="FILE", help="the lanes.yaml")
+    parser.add_argument(
+        "--format",
+        choices=("istio", "envoy", "gateway-api"),
+        default="istio",
+        help="data plane to render (default: istio)",
+    )
+    parser.add_argument(
+        "-o", "--output", metavar="FILE", help="write here (atomically) instead of stdout"
+    )
+    k8s = parser.add_argument_group("istio and gateway-api")
+    k8s.add_argument(
+        "--lane-label",
+        default="lane",
+        metavar="KEY",
+        help="pod label holding the lane (default: lane; pods also carry app: <service>)",
+    )
+    istio = parser.add_argument_group("istio")
+    istio.add_argument(
+        "--export-local",
+        action="store_true",
+        help='exportTo ["."]: keep every object visible to its own namespace only',
+    )
+    istio.add_argument(
+        "--gateway",
+        metavar="NS/NAME",
+        help="ingress gateway: also render a VirtualService bound to it for --entry-service",
+    )
+    istio.add_argument(
+        "--external-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="host QA calls at the ingress gateway (repeatable)",
+    )
+    istio.add_argument(
+        "--entry-service", metavar="SERVICE", help="the service the external hosts reach"
+    )
+    envoy = parser.add_argument_group("envoy")
+    envoy.add_argument(
+        "--listen", default="127.0.0.1:15001", metavar="HOST:PORT", help="outbound listener"
+    )
+    envoy.add_argument(
+        "--admin",
+        default="127.0.0.1:15000",
+        metavar="HOST:PORT",
+        help="Envoy admin address, or 'none' (default: 127.0.0.1:15000)",
+    )
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.format == "istio":
+        return {
+            "lane_label": args.lane_label,
+            "export_local": args.export_local,
+            "gateway": args.gateway,
+            "external_hosts": tuple(args.external_host),
+            "entry_service": args.entry_service,
+        }
+    if args.gateway or args.external_host or args.entry_service or args.export_local:
+        raise ValueError("--export-local, --gateway, --external-host, --entry-service: istio only")
+    if args.format == "gateway-api":
+        return {"lane_label": args.lane_label}
+    admin = None if args.admin.lower() == "none" else args.admin
+    return {"listen": args.listen, "admin": admin}
+
+
+def run(args: argparse.Namespace) -> int:
+    from lane_router._render import dump_yaml, render
+    from lane_router._topology import TopologyError, load_topology
+
+    try:
+        topology = load_topology(args.file)
+    except TopologyError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    try:
+        text = dump_yaml(render(topology, args.format, **_options(args)))
+    except ValueError as exc:
+        print(f"lanes render: {exc}", file=sys.stderr)
+        return 2
+    if args.output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return 0
+    try:
+        _write_atomically(Path(args.output), text)
+    except OSError as exc:
+        print(f"lanes render: cannot write {args.output}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A reader (kubectl, a GitOps agent) never sees half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,192 @@
+"""Gateway API (GAMMA) rendering: HTTPRoutes attached to each Service, per-lane backend Services.
+
+Stable API::
+
+    render_gateway_api(topology, *, lane_label="lane") -> list[dict]
+        All backend Services, then all HTTPRoutes (backends exist before routes use them).
+    render_gateway_api_host(topology, service, *, lane_label="lane")
+        -> (backend_services, http_routes) of one service.
+    namer(service, lane) -> str
+        The name of the backend Service selecting ``app: <service>, <lane_label>: <lane>``.
+
+What differs from Istio, and why:
+
+* **x-lane only, no baggage matches.** Gateway API has no negative header match, so a baggage
+  match cannot be guarded by "x-lane holds no valid lane", and precedence across rules is by
+  specificity (header-match count), then route age, not list order: a baggage rule could beat a
+  valid ``x-lane``, breaking design.md's extract order. The lanes SDK writes ``x-lane`` on every
+  outbound call, so in-mesh hops carry it; a request that carries the lane only in ``baggage``
+  is routed to the baseline by these routes. Use the Istio or Envoy renderer for baggage-only
+  clients.
+* **Strict misses** route to the strict lane's own backend Service, which selects no pod (the
+  lane does not deploy the service): the implementation answers 503 (Gateway API: "SHOULD return
+  a 503" for a Service without ready endpoints). The body is the implementation's, not JSON.
+* **Untagged traffic** goes to the ``<service>-<baseline>`` backend (selector ``app`` + lane
+  label), never to the Service itself, whose selector also matches lane pods.
+* **Limits**: an HTTPRoute holds at most 16 rules, 64 matches per rule and 128 matches in all.
+  Lanes served by the same backend share one rule (their matches OR); rules are packed into
+  routes named ``<service>-lanes``, ``<service>-lanes-2``, ... Only lane rules carry header
+  matches and all of them are exact matches on distinct values, so no two overlap and the
+  match-less default rule has the lowest precedence: the split never changes the outcome.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from typing import Any
+
+from lane_router._istio import MANAGED_BY, _check_label_key
+from lane_router._topology import Topology
+
+__all__ = [
+    "MAX_MATCHES_PER_ROUTE",
+    "MAX_MATCHES_PER_RULE",
+    "MAX_RULES_PER_ROUTE",
+    "backend_name",
+    "render_gateway_api",
+    "render_gateway_api_host",
+]
+
+API_VERSION = "gateway.networking.k8s.io/v1"
+MAX_RULES_PER_ROUTE = 16
+MAX_MATCHES_PER_RULE = 64
+MAX_MATCHES_PER_ROUTE = 128
+_LABEL_SERVICE = "traffic-lanes.io/service"
+_LABEL_LANE = "traffic-lanes.io/lane"
+
+
+def backend_name(topology: Topology, service: str, lane: str) -> str:
+    """``<service>-<lane>``; hashed when over 63 characters or when it could collide."""
+    return _Namer(topology)(service, lane)
+
+
+class _Namer:
+    """Backend names for one topology; collision checks are computed once per render."""
+
+    def __init__(self, topology: Topology) -> None:
+        # "a-b" + "c" and "a" + "b-c" give the same name, and so would a real service "a-b-c".
+        counts: Counter[str] = Counter(topology.services)
+        for service in topology.services:
+            counts.update(f"{service}-{lane}" for lane in topology.all_lanes)
+        self._counts = counts
+
+    def __call__(self, service: str, lane: str) -> str:
+        name = f"{service}-{lane}"
+        if len(name) <= 63 and self._counts[name] <= 1:
+            return name
+        digest = hashlib.sha256(f"{service}/{lane}".encode()).hexdigest()[:10]
+        return f"{name[:52].rstrip('-')}-{digest}"
+
+
+def _backend_lanes(topology: Topology, service: str) -> list[str]:
+    """Deployed lanes plus strict lanes that miss (their backend selects no pod)."""
+    table = topology.routes[service]
+    lanes = set(topology.lanes_of(service))
+    lanes.update(lane for lane in topology.lanes if table[lane].strict_miss)
+    return [lane for lane in topology.all_lanes if lane in lanes]
+
+
+def render_gateway_api_host(
+    topology: Topology, service: str, *, lane_label: str = "lane"
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(backend Services, HTTPRoutes) of one service."""
+    _check_label_key(lane_label)
+    return _render_host(topology, service, lane_label, _Namer(topology))
+
+
+def _render_host(
+    topology: Topology, service: str, lane_label: str, namer: _Namer
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    if service not in topology.services:
+        raise KeyError(service)
+    ns = topology.namespace_of(service)
+    port = topology.services[service].port
+    backends: list[dict[str, Any]] = []
+    for lane in _backend_lanes(topology, service):
+        backends.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {
+                    "name": namer(service, lane),
+                    "namespace": ns,
+                    "labels": {**MANAGED_BY, _LABEL_LANE: lane, _LABEL_SERVICE: service},
+                },
+                "spec": {
+                    "selector": {"app": service, lane_label: lane},
+                    "ports": [
+                        {"name": "http", "port": port, "protocol": "TCP", "targetPort": port}
+                    ],
+                },
+            }
+        )
+
+    # Group lanes by the backend that answers them (the serving lane, or the strict lane).
+    table = topology.routes[service]
+    groups: dict[str, list[str]] = {}
+    for lane in topology.lanes:
+        res = table[lane]
+        target = lane if res.strict_miss else res.serving
+        if target == topology.baseline:
+            continue
+        groups.setdefault(str(target), []).append(lane)
+    rules: list[dict[str, Any]] = []
+    for target in sorted(groups):
+        lanes = groups[target]
+        for i in range(0, len(lanes), MAX_MATCHES_PER_RULE):
+            rules.append(
+                {
+                    "matches": [
+                        {"headers": [{"type": "Exact", "name": topology.header, "value": lane}]}
+                        for lane in lanes[i : i + MAX_MATCHES_PER_RULE]
+                    ],
+                    "backendRefs": [{"name": namer(service, target), "port": port}],
+                }
+            )
+    default = {"backendRefs": [{"name": namer(service, topology.baseline), "port": port}]}
+
+    # Pack lane rules into routes; the first route keeps a slot for the default rule, whose
+    # implicit "PathPrefix /" match counts towards the 128.
+    packed: list[list[dict[str, Any]]] = [[]]
+    used = 1
+    for rule in rules:
+        n = len(rule["matches"])
+        room = MAX_RULES_PER_ROUTE - (1 if len(packed) == 1 else 0)
+        if len(packed[-1]) >= room or used + n > MAX_MATCHES_PER_ROUTE:
+            packed.append([])
+            used = 0
+        packed[-1].append(rule)
+        used += n
+    packed[0].append(default)
+    routes: list[dict[str, Any]] = []
+    for i, chunk in enumerate(packed):
+        routes.append(
+            {
+                "apiVersion": API_VERSION,
+                "kind": "HTTPRoute",
+                "metadata": {
+                    "name": f"{service}-lanes" if i == 0 else f"{service}-lanes-{i + 1}",
+                    "namespace": ns,
+                    "labels": {**MANAGED_BY, _LABEL_SERVICE: service},
+                },
+                "spec": {
+                    "parentRefs": [{"group": "", "kind": "Service", "name": service}],
+                    "rules": chunk,
+                },
+            }
+        )
+    return backends, routes
+
+
+def render_gateway_api(topology: Topology, *, lane_label: str = "lane") -> list[dict[str, Any]]:
+    """Every object, in apply order: all backend Services, then all HTTPRoutes."""
+    services: list[dict[str, Any]] = []
+    routes: list[dict[str, Any]] = []
+    _check_label_key(lane_label)
+    namer = _Namer(topology)
+    for service in topology.services:
+        s, r = _render_host(topology, service, lane_label, namer)
+        services.extend(s)
+        routes.extend(r)
+    return [*services, *routes]

@@ -1,0 +1,248 @@
+"""Istio rendering: one DestinationRule and one VirtualService per service host.
+
+Stable API (the Kubernetes controller calls it)::
+
+    render_istio(topology, *, lane_label="lane", export_local=False, gateway=None,
+                 external_hosts=(), entry_service=None) -> list[dict]
+        Every object, in apply order: all DestinationRules, then all VirtualServices, then the
+        ingress VirtualService (when ``gateway`` is given), so subsets exist before routes use
+        them (make-before-break).
+    render_istio_host(topology, service, *, lane_label="lane", export_to=None) -> (dr, vs)
+        The DestinationRule and the mesh VirtualService of one host.
+    render_istio_ingress(topology, service, *, gateway, hosts, export_to=None) -> dict
+        A VirtualService bound to ingress ``gateway`` ("namespace/name") for ``hosts``, routing
+        to ``service`` by lane.
+    istio_http_routes(topology, service) -> list[dict]
+        The ``http`` routes of a host (shared by the mesh and the ingress VirtualService).
+
+Why the route order is what it is (design.md): Istio takes the first matching route, and a
+valid ``x-lane`` must win over the baggage member. So every ``x-lane`` exact match comes first,
+then every baggage-regex match, each guarded by ``withoutHeaders`` "x-lane holds a valid lane
+name" (an invalid or empty ``x-lane`` is ignored, as the SDK and the sidecar do); strict misses
+answer a JSON 503 ``directResponse``; the baseline subset is the catch-all, last. Every route,
+the default included, names a subset, so untagged traffic never reaches a lane's pods.
+
+Istio has no fallback between subsets (istio#41787): a lane routes to the version that serves it
+(``Resolution.serving``); when that version has no ready pod, Istio answers 503 UH. The Envoy
+renderer and the sidecar fall back along ``Resolution.candidates`` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from lane_router._match import VALID_LANE_REGEX, baggage_regex
+from lane_router._topology import Topology
+
+__all__ = [
+    "API_VERSION",
+    "MANAGED_BY",
+    "istio_http_routes",
+    "render_istio",
+    "render_istio_host",
+    "render_istio_ingress",
+    "strict_miss_body",
+]
+
+API_VERSION = "networking.istio.io/v1"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "traffic-lanes"}
+BAGGAGE_HEADER = "baggage"
+ISTIO_REGEX_LIMIT = 1024  # istiod rejects longer regexes
+
+_DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_NAME = re.compile(
+    r"(?=.{1,253}$)(?:\*\.)?[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+    r"(?:\.[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?)*"
+)
+_LABEL_KEY = re.compile(
+    r"(?:[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+)
+
+
+def fqdn(topology: Topology, service: str) -> str:
+    return f"{service}.{topology.namespace_of(service)}.svc.cluster.local"
+
+
+def strict_miss_body(lane: str, service: str) -> str:
+    """The JSON body of a strict miss; the same shape the sidecar answers."""
+    return json.dumps(
+        {"error": "strict lane miss", "lane": lane, "service": service, "status": 503},
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+
+
+def _metadata(name: str, namespace: str) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": dict(MANAGED_BY)}
+
+
+def istio_http_routes(topology: Topology, service: str) -> list[dict[str, Any]]:
+    """x-lane matches, then guarded baggage matches, then the baseline default."""
+    host = fqdn(topology, service)
+    table = topology.routes[service]
+    header = topology.header
+    guard = {header: {"regex": VALID_LANE_REGEX}}
+    by_header: list[dict[str, Any]] = []
+    by_baggage: list[dict[str, Any]] = []
+    for lane in topology.lanes:  # sorted
+        res = table[lane]
+        if res.strict_miss:
+            action: dict[str, Any] = {
+                "directResponse": {
+                    "status": 503,
+                    "body": {"string": strict_miss_body(lane, service)},
+                },
+                "headers": {"response": {"set": {"content-type": "application/json"}}},
+            }
+        elif res.serving != topology.baseline:
+            action = {"route": [{"destination": {"host": host, "subset": res.serving}}]}
+        else:
+            continue  # served by the baseline: the default route does it
+        regex = baggage_regex(topology.baggage_key, lane)
+        if len(regex) > ISTIO_REGEX_LIMIT:  # pragma: no cover - lane names are <= 63 chars
+            raise ValueError(f"baggage regex for lane {lane!r} exceeds Istio's 1,024 characters")
+        by_header.append(
+            {"name": f"lane-{lane}-header", "match": [{"headers": {header: {"exact": lane}}}]}
+            | action
+        )
+        by_baggage.append(
+            {
+                "name": f"lane-{lane}-baggage",
+                "match": [{"headers": {BAGGAGE_HEADER: {"regex": regex}}, "withoutHeaders": guard}],
+            }
+            | action
+        )
+    default = {
+        "name": "baseline",
+        "route": [{"destination": {"host": host, "subset": topology.baseline}}],
+    }
+    return [*by_header, *by_baggage, default]
+
+
+def render_istio_host(
+    topology: Topology,
+    service: str,
+    *,
+    lane_label: str = "lane",
+    export_to: Sequence[str] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(DestinationRule, VirtualService) of one service; ``export_to=None`` omits ``exportTo``."""
+    if service not in topology.services:
+        raise KeyError(service)
+    _check_label_key(lane_label)
+    ns = topology.namespace_of(service)
+    host = fqdn(topology, service)
+    dr_spec: dict[str, Any] = {"host": host}
+    vs_spec: dict[str, Any] = {"hosts": [service, host]}
+    if export_to is not None:
+        dr_spec["exportTo"] = list(export_to)
+        vs_spec["exportTo"] = list(export_to)
+    dr_spec["subsets"] = [
+        {"name": lane, "labels": {lane_label: lane}} for lane in topology.lanes_of(service)
+    ]
+    vs_spec["http"] = istio_http_routes(topology, service)
+    dr = {
+        "apiVersion": API_VERSION,
+        "kind": "DestinationRule",
+        "metadata": _metadata(service, ns),
+        "spec": dr_spec,
+    }
+    vs = {
+        "apiVersion": API_VERSION,
+        "kind": "VirtualService",
+        "metadata": _metadata(service, ns),
+        "spec": vs_spec,
+    }
+    return dr, vs
+
+
+def render_istio_ingress(
+    topology: Topology,
+    service: str,
+    *,
+    gateway: str,
+    hosts: Sequence[str],
+    export_to: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The VirtualService that lets QA's header at the ingress ``gateway`` pick the lane."""
+    if service not in topology.services:
+        raise ValueError(f"entry service {service!r} is not in the topology")
+    _split_gateway(gateway)
+    if not hosts:
+        raise ValueError("an ingress gateway needs at least one external host")
+    for h in hosts:
+        if _DNS_NAME.fullmatch(h) is None:
+            raise ValueError(f"external host {h!r} is not a DNS name")
+    spec: dict[str, Any] = {"hosts": sorted(set(hosts)), "gateways": [gateway]}
+    if export_to is not None:
+        spec["exportTo"] = list(export_to)
+    spec["http"] = istio_http_routes(topology, service)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "VirtualService",
+        "metadata": _metadata(f"{service}-ingress", topology.namespace_of(service)),
+        "spec": spec,
+    }
+
+
+def render_istio(
+    topology: Topology,
+    *,
+    lane_label: str = "lane",
+    export_local: bool = False,
+    gateway: str | None = None,
+    external_hosts: Sequence[str] = (),
+    entry_service: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every Istio object of the topology, in apply order (see the module docstring)."""
+    _check_label_key(lane_label)
+    if gateway is None and (external_hosts or entry_service):
+        raise ValueError("--external-host and --entry-service need --gateway")
+    gw_ns = None
+    if gateway is not None:
+        gw_ns, _ = _split_gateway(gateway)
+        if not external_hosts:
+            raise ValueError("--gateway needs at least one --external-host")
+        if entry_service is None:
+            raise ValueError("--gateway needs --entry-service (the service the hosts reach)")
+        if entry_service not in topology.services:
+            raise ValueError(f"entry service {entry_service!r} is not in the topology")
+    drs: list[dict[str, Any]] = []
+    vss: list[dict[str, Any]] = []
+    for service in topology.services:
+        export_to: list[str] | None = None
+        if export_local:
+            export_to = ["."]
+            # The gateway reads the entry service's subsets: export its DR to the gateway too.
+            if service == entry_service and gw_ns and gw_ns != topology.namespace_of(service):
+                export_to.append(gw_ns)
+        dr, vs = render_istio_host(topology, service, lane_label=lane_label, export_to=export_to)
+        drs.append(dr)
+        vss.append(vs)
+    out = [*drs, *vss]
+    if gateway is not None and entry_service is not None:
+        export_to = None
+        if export_local:
+            ns = topology.namespace_of(entry_service)
+            export_to = ["."] if gw_ns == ns else [".", str(gw_ns)]
+        out.append(
+            render_istio_ingress(
+                topology, entry_service, gateway=gateway, hosts=external_hosts, export_to=export_to
+            )
+        )
+    return out
+
+
+def _split_gateway(gateway: str) -> tuple[str, str]:
+    ns, sep, name = gateway.partition("/")
+    if not sep or _DNS_LABEL.fullmatch(ns) is None or _DNS_NAME.fullmatch(name) is None:
+        raise ValueError(f"gateway {gateway!r}: expected NAMESPACE/NAME")
+    return ns, name
+
+
+def _check_label_key(key: str) -> None:
+    if _LABEL_KEY.fullmatch(key) is None:
+        raise ValueError(f"lane label {key!r} is not a Kubernetes label key")

@@ -1,0 +1,120 @@
+"""Format dispatch and the deterministic YAML writer shared by ``lanes render`` and the controller.
+
+Why a YAML writer of our own: the output is GitOps config, so it must be byte-identical for the
+same topology and readable in a diff, and PyYAML's pure-Python emitter is the slowest part of
+rendering a large mesh. Generated objects are plain dicts, lists, strings, ints and bools built
+in a fixed order, so a small block-style emitter suffices. Strings are written plain only when
+every YAML 1.1 and 1.2 reader (PyYAML, kubectl's sigs.k8s.io/yaml, Go yaml.v2/v3) reads them back
+as the same string; anything else is JSON-quoted, which is valid YAML.
+
+    render(topology, "istio", export_local=True) -> list[dict]
+    dump_yaml(objects) -> str        # multi-document, "---" before each document
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+
+import yaml
+
+from lane_router._topology import Topology
+
+__all__ = ["FORMATS", "dump_yaml", "render"]
+
+FORMATS = ("istio", "envoy", "gateway-api")
+
+# Plain scalars must start with a letter (never a number, an indicator or a YAML 1.2 octal) and
+# hold no ':' (YAML 1.1 sexagesimal ints), '#', or spaces.
+_PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9_./-]*")
+_YAML11_BOOLISH = frozenset({"y", "Y", "n", "N"})  # Go yaml.v2 booleans, strings to PyYAML
+_RESOLVER = yaml.resolver.Resolver()
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def render(topology: Topology, fmt: str, **options: Any) -> list[dict[str, Any]]:
+    """The objects of one format, in apply order. Options are the renderer's keywords."""
+    if fmt == "istio":
+        from lane_router._istio import render_istio
+
+        return render_istio(topology, **options)
+    if fmt == "gateway-api":
+        from lane_router._gateway_api import render_gateway_api
+
+        return render_gateway_api(topology, **options)
+    if fmt == "envoy":
+        from lane_router._envoy import render_envoy
+
+        return [render_envoy(topology, **options)]
+    raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
+
+
+def dump_yaml(objects: Iterable[Mapping[str, Any]]) -> str:
+    """Block-style YAML, one document per object, byte-identical for equal input."""
+    out: list[str] = []
+    for obj in objects:
+        out.append("---\n")
+        if obj:
+            _block(out, obj, "")
+        else:
+            out.append("{}\n")
+    return "".join(out)
+
+
+@lru_cache(maxsize=65536)
+def _string(value: str) -> str:
+    if (
+        _PLAIN.fullmatch(value)
+        and value not in _YAML11_BOOLISH
+        and _RESOLVER.resolve(yaml.ScalarNode, value, (True, False)) == _STR_TAG
+    ):
+        return value
+    return json.dumps(value)
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, str):
+        return _string(value)
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return json.dumps(value)
+    if isinstance(value, Mapping) and not value:
+        return "{}"
+    if isinstance(value, list | tuple) and not value:
+        return "[]"
+    raise TypeError(f"cannot write {type(value).__name__} as YAML config")
+
+
+def _block(out: list[str], node: Any, pad: str) -> None:
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if not isinstance(key, str):
+                raise TypeError(f"mapping keys must be strings, got {key!r}")
+            name = _string(key)
+            if isinstance(value, Mapping) and value:
+                out.append(f"{pad}{name}:\n")
+                _block(out, value, pad + "  ")
+            elif isinstance(value, list | tuple) and value:
+                out.append(f"{pad}{name}:\n")
+                _block(out, value, pad)
+            else:
+                out.append(f"{pad}{name}: {_scalar(value)}\n")
+        return
+    inner = pad + "  "
+    for item in node:
+        if isinstance(item, Mapping | list | tuple) and item:
+            start = len(out)
+            _block(out, item, inner)
+            out[start] = f"{pad}- {out[start][len(inner) :]}"
+        else:
+            out.append(f"{pad}- {_scalar(item)}\n")

@@ -1,0 +1,141 @@
+"""Independent evaluators of the rendered routing config, written from the published semantics.
+
+Nothing here imports the renderers: these functions read the *objects* and decide where a request
+goes the way Istio (VirtualService ``http`` routes) and a Gateway API (GAMMA) implementation would,
+so a test can compare that with what the topology model predicts.
+
+Istio (istio.io VirtualService reference; Envoy route matching):
+* routes are tried in order, the first whose ``match`` holds wins; no ``match`` = catch-all;
+* entries of ``match`` are OR, conditions inside one entry AND;
+* ``headers``: ``exact``/``prefix``/``regex`` (RE2, whole value), ``{}`` = present; a missing
+  header fails the condition; ``withoutHeaders`` is the negation (a missing header passes);
+* header names are case-insensitive, values are trimmed of OWS by the HTTP codec;
+* repeated header lines: Envoy 1.40 tests each field line (any line matching wins); older Envoys
+  joined them with ``,``. ``mode`` picks one; the tests run both.
+* nothing matches: 404.
+
+Gateway API (HTTPRoute spec, "precedence"): among all rules of every route attached to the
+Service, the match with the most header matches wins; ties go to the older route (then the route
+first by ``namespace/name``), then to the first rule in list order. Header values compare
+exactly (``Exact``); repeated headers are joined with ``,`` (RFC 9110).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+__all__ = ["Outcome", "gamma_backend", "istio_outcome"]
+
+Headers = Sequence[tuple[str, str]]
+_OWS = " \t"
+_ALLOWED_MATCH_KEYS = {"headers", "withoutHeaders", "name"}
+_ALLOWED_ROUTE_KEYS = {"name", "match", "route", "directResponse", "headers"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # "route" | "direct" | "not-found"
+    host: str | None = None
+    subset: str | None = None
+    status: int | None = None
+    body: str | None = None
+
+
+@cache
+def _compile(pattern: str) -> re.Pattern[str]:
+    if re.search(r"\(\?[=!<]|\\[1-9]", pattern):  # RE2 has no look-around or back-references
+        raise AssertionError(f"not an RE2 pattern: {pattern!r}")
+    return re.compile(pattern)
+
+
+def _lines(headers: Headers, name: str, mode: str) -> list[str] | None:
+    values = [v.strip(_OWS) for k, v in headers if k.lower() == name.lower()]
+    if not values:
+        return None
+    return values if mode == "per-line" else [",".join(values)]
+
+
+def _value_matches(cond: dict[str, Any], value: str) -> bool:
+    if set(cond) - {"exact", "prefix", "regex"} or len(cond) > 1:
+        raise AssertionError(f"unsupported header condition {cond!r}")
+    if "exact" in cond:
+        return value == cond["exact"]
+    if "prefix" in cond:
+        return value.startswith(cond["prefix"])
+    if "regex" in cond:
+        return _compile(cond["regex"]).fullmatch(value) is not None
+    return True  # {} = present
+
+
+def _header_holds(name: str, cond: dict[str, Any], headers: Headers, mode: str) -> bool:
+    lines = _lines(headers, name, mode)
+    if lines is None:
+        return False
+    return any(_value_matches(cond, v) for v in lines)
+
+
+def _entry_holds(entry: dict[str, Any], headers: Headers, mode: str) -> bool:
+    if set(entry) - _ALLOWED_MATCH_KEYS:
+        raise AssertionError(f"evaluator does not model match keys {set(entry)}")
+    for name, cond in (entry.get("headers") or {}).items():
+        if not _header_holds(name, cond, headers, mode):
+            return False
+    for name, cond in (entry.get("withoutHeaders") or {}).items():
+        if _header_holds(name, cond, headers, mode):
+            return False
+    return True
+
+
+def istio_outcome(vs_spec: dict[str, Any], headers: Headers, *, mode: str = "per-line") -> Outcome:
+    """Where Istio sends a request with ``headers`` through this VirtualService spec."""
+    for route in vs_spec.get("http", []):
+        if set(route) - _ALLOWED_ROUTE_KEYS:
+            raise AssertionError(f"evaluator does not model route keys {set(route)}")
+        match = route.get("match")
+        if match and not any(_entry_holds(e, headers, mode) for e in match):
+            continue
+        if "directResponse" in route:
+            dr = route["directResponse"]
+            return Outcome("direct", status=dr["status"], body=dr.get("body", {}).get("string"))
+        (dest,) = route["route"]  # one destination, weight 100
+        target = dest["destination"]
+        return Outcome("route", host=target["host"], subset=target.get("subset"))
+    return Outcome("not-found", status=404)
+
+
+def gamma_backend(routes: Sequence[dict[str, Any]], headers: Headers) -> dict[str, Any] | None:
+    """The backendRef a GAMMA implementation picks for a request (path "/", method GET).
+
+    ``routes`` are in creation order, oldest first (the spec's first tie-breaker): callers try
+    several orders to show the outcome does not depend on it.
+    """
+    ranked: list[tuple[int, int, int, dict[str, Any]]] = []
+    for rank_route, route in enumerate(routes):
+        for rank_rule, rule in enumerate(route["spec"]["rules"]):
+            matches = rule.get("matches") or [{"path": {"type": "PathPrefix", "value": "/"}}]
+            for m in matches:
+                if set(m) - {"headers", "path"}:
+                    raise AssertionError(f"evaluator does not model {set(m)}")
+                path = m.get("path", {"type": "PathPrefix", "value": "/"})
+                if path != {"type": "PathPrefix", "value": "/"}:
+                    raise AssertionError(f"evaluator does not model path {path}")
+                conds = m.get("headers", [])
+                ok = True
+                for c in conds:
+                    if c.get("type", "Exact") != "Exact":
+                        raise AssertionError("only Exact header matches are modelled")
+                    lines = _lines(headers, c["name"], "joined")
+                    if lines is None or lines[0] != c["value"]:
+                        ok = False
+                        break
+                if ok:
+                    ranked.append((-len(conds), rank_route, rank_rule, rule))
+    if not ranked:
+        return None
+    ranked.sort(key=lambda t: t[:3])
+    (backend,) = ranked[0][3]["backendRefs"]
+    return backend
