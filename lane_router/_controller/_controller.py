@@ -1,0 +1,443 @@
+"""The reconcile loop: cluster objects in, Istio routes out, one host at a time.
+
+Threads: one informer per watched resource feeds *dirty* marks (a TrafficLane marks its whole
+namespace, a Deployment, Service, VirtualService or DestinationRule only its host); one worker
+drains them, so a burst of changes costs one pass and a Deployment change re-renders one host.
+Only the Lease holder writes. A host whose write failed is retried with backoff; nothing else
+waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from lane_router._controller._desired import desired_host
+from lane_router._controller._informer import Backoff, Informer, Key
+from lane_router._controller._kube import (
+    DEPLOYMENTS,
+    RESOURCES,
+    SERVICES,
+    TRAFFICLANES,
+    VIRTUALSERVICES,
+    ApiError,
+    Kube,
+    Resource,
+)
+from lane_router._controller._leader import LeaderElector
+from lane_router._controller._metrics import Metrics
+from lane_router._controller._model import NamespaceModel, build_namespace, pod_labels
+from lane_router._controller._plan import HostPlan, host_keys, is_ours, plan_host
+from lane_router._controller._status import lane_status, status_patch
+from lanes_sdk._wire import DEFAULT_BAGGAGE_KEY, DEFAULT_BASELINE, DEFAULT_HEADER
+
+__all__ = ["Controller", "ControllerOptions"]
+
+log = logging.getLogger("traffic_lanes.controller")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControllerOptions:
+    identity: str
+    namespace: str | None = None  # None: every namespace
+    leader_election: bool = True
+    lease_namespace: str = "default"
+    lease_name: str = "traffic-lanes-controller"
+    lease_seconds: int = 15
+    renew_seconds: float = 5.0
+    baseline: str = DEFAULT_BASELINE
+    header: str = DEFAULT_HEADER
+    baggage_key: str = DEFAULT_BAGGAGE_KEY
+    app_label: str = "app"
+    lane_label: str = "lane"
+    watch_timeout: int = 300
+    backoff_cap: float = 5.0
+
+
+class _NotLeader(Exception):
+    pass
+
+
+class Controller:
+    def __init__(self, kube: Kube, options: ControllerOptions, *, metrics: Metrics | None = None):
+        self.kube, self.options = kube, options
+        self.metrics = metrics or Metrics()
+        self._stop = threading.Event()
+        self._cond = threading.Condition()
+        self._dirty_ns: set[str] = set()
+        self._dirty_hosts: set[Key] = set()
+        self._status_ns: set[str] = set()
+        self._full = True
+        self._retry_at: float | None = None
+        self._retry_backoff = Backoff(base=0.05, cap=options.backoff_cap)
+        self._expiry: dict[str, datetime] = {}
+        self._conflicts: dict[Key, tuple[str, ...]] = {}
+        self._failed: set[Key] = set()
+        self._evented: set[str] = set()
+        self.informers = {
+            r.kind: Informer(
+                kube,
+                r,
+                namespace=options.namespace,
+                on_change=self._changed,
+                stop=self._stop,
+                metrics=self.metrics,
+                watch_timeout=options.watch_timeout,
+                backoff_cap=options.backoff_cap,
+            )
+            for r in RESOURCES.values()
+        }
+        self.elector: LeaderElector | None = None
+        if options.leader_election:
+            self.elector = LeaderElector(
+                kube,
+                namespace=options.lease_namespace,
+                name=options.lease_name,
+                identity=options.identity,
+                stop=self._stop,
+                lease_seconds=options.lease_seconds,
+                renew_seconds=options.renew_seconds,
+                on_change=self._leadership,
+            )
+        self._worker = threading.Thread(target=self._run, name="reconcile", daemon=True)
+        self.passes = 0  # completed reconcile passes (tests wait on it)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for inf in self.informers.values():
+            inf.start()
+        if self.elector is not None:
+            self.elector.start()
+        self._worker.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        for inf in self.informers.values():
+            inf.close()
+        threads = [self._worker, *(i.thread for i in self.informers.values())]
+        if self.elector is not None:
+            threads.append(self.elector.thread)
+        for t in threads:
+            if t.is_alive():
+                t.join(timeout)
+
+    def healthy(self) -> bool:
+        threads = [self._worker, *(i.thread for i in self.informers.values())]
+        if self.elector is not None:
+            threads.append(self.elector.thread)
+        return not self._stop.is_set() and all(t.is_alive() for t in threads)
+
+    def is_leader(self) -> bool:
+        return self.elector is None or self.elector.is_leader()
+
+    def synced(self) -> bool:
+        return all(i.synced.is_set() for i in self.informers.values())
+
+    # -- change intake (informer threads) ---------------------------------------------------
+
+    def _leadership(self, leading: bool) -> None:
+        self.metrics.set("traffic_lanes_leader", 1.0 if leading else 0.0)
+        if leading:
+            with self._cond:
+                self._full = True
+                self._cond.notify_all()
+
+    def _changed(self, res: Resource, old: dict[str, Any] | None, new: dict[str, Any] | None):
+        with self._cond:
+            for obj in (old, new):
+                if obj is None:
+                    continue
+                ns = obj.get("metadata", {}).get("namespace", "")
+                name = obj.get("metadata", {}).get("name", "")
+                if res is TRAFFICLANES:
+                    self._dirty_ns.add(ns)
+                elif res is DEPLOYMENTS:
+                    app = pod_labels(obj).get(self.options.app_label)
+                    if isinstance(app, str):
+                        self._dirty_hosts.add((ns, app))
+                        self._status_ns.add(ns)
+                elif res is SERVICES:
+                    self._dirty_hosts.add((ns, name))
+                    self._status_ns.add(ns)
+                else:
+                    self._dirty_hosts.add((ns, name))
+                    self._dirty_hosts.update((ns, h) for h in host_keys(obj))
+            self._cond.notify_all()
+
+    # -- the worker -------------------------------------------------------------------------
+
+    def _due(self) -> tuple[bool, float | None]:
+        """Is there work now; else how long until there may be (called under the lock)."""
+        now = time.monotonic()
+        waits: list[float] = []
+        if self._retry_at is not None:
+            if self._retry_at <= now:
+                return True, None
+            waits.append(self._retry_at - now)
+        if self._expiry:
+            soonest = min(self._expiry.values())
+            delta = (soonest - datetime.now(UTC)).total_seconds()
+            if delta <= 0:
+                return True, None
+            waits.append(delta + 0.01)
+        work = self._full or self._dirty_ns or self._dirty_hosts or self._status_ns
+        return bool(work), (min(waits) if waits else None)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                while not self._stop.is_set():
+                    ready = self.synced() and self.is_leader()
+                    due, wait = self._due()
+                    if ready and due:
+                        break
+                    # Poll while not ready: leadership and sync are decided on other threads.
+                    self._cond.wait(0.05 if not ready else wait)
+                if self._stop.is_set():
+                    return
+                full, self._full = self._full, False
+                dirty_ns, self._dirty_ns = self._dirty_ns, set()
+                hosts, self._dirty_hosts = self._dirty_hosts, set()
+                status_ns, self._status_ns = self._status_ns, set()
+                retry = self._retry_at is not None and self._retry_at <= time.monotonic()
+                if retry:
+                    self._retry_at = None
+                    hosts |= self._failed
+                now = datetime.now(UTC)
+                for ns, at in list(self._expiry.items()):
+                    if at <= now:
+                        dirty_ns.add(ns)
+                        del self._expiry[ns]
+            try:
+                self._pass(full, dirty_ns, hosts, status_ns)
+            except _NotLeader:
+                with self._cond:  # someone else writes now; start over if we lead again
+                    self._full = True
+            except Exception:  # a bug must not stop the controller: retry the lot later
+                log.exception("reconcile pass failed")
+                with self._cond:
+                    self._dirty_ns |= dirty_ns
+                    self._dirty_hosts |= hosts
+                    self._status_ns |= status_ns
+                    self._full = self._full or full
+                    self._retry_at = time.monotonic() + self._retry_backoff.next()
+
+    def _pass(self, full: bool, dirty_ns: set[str], hosts: set[Key], status_ns: set[str]) -> None:
+        started = time.process_time()
+        by_ns: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+        for kind, inf in self.informers.items():
+            for obj in inf.items():
+                by_ns[obj["metadata"].get("namespace", "")][kind].append(obj)
+        if full:
+            dirty_ns = dirty_ns | set(by_ns)
+        targets: dict[str, set[str]] = defaultdict(set)
+        for ns, host in hosts:
+            targets[ns].add(host)
+        for ns in sorted(set(targets) | dirty_ns | status_ns):
+            objs = by_ns.get(ns, {})
+            model = build_namespace(
+                ns,
+                lanes=objs.get("TrafficLane", ()),
+                deployments=objs.get("Deployment", ()),
+                services=objs.get("Service", ()),
+                now=datetime.now(UTC),
+                baseline=self.options.baseline,
+                header=self.options.header,
+                baggage_key=self.options.baggage_key,
+                app_label=self.options.app_label,
+                lane_label=self.options.lane_label,
+            )
+            if model.next_expiry is not None:
+                with self._cond:
+                    self._expiry[ns] = model.next_expiry
+            ns_hosts = set(targets.get(ns, ()))
+            if ns in dirty_ns:
+                ns_hosts |= set(model.topology.services if model.topology else ())
+                ns_hosts |= {
+                    o["metadata"]["name"]
+                    for k in ("VirtualService", "DestinationRule")
+                    for o in objs.get(k, ())
+                    if is_ours(o)
+                }
+            changed = self._reconcile_hosts(ns, model, ns_hosts, objs)
+            if ns in dirty_ns or ns in status_ns or changed:
+                self._update_statuses(ns, model, objs.get("TrafficLane", ()))
+        self.metrics.inc("traffic_lanes_reconcile_seconds_total", time.process_time() - started)
+        self.metrics.set("traffic_lanes_conflicts", float(len(self._conflicts)))
+        with self._cond:
+            if self._failed:
+                if self._retry_at is None:
+                    self._retry_at = time.monotonic() + self._retry_backoff.next()
+            else:
+                self._retry_backoff.reset()
+            self.passes += 1
+            self._cond.notify_all()
+
+    def _reconcile_hosts(
+        self, ns: str, model: NamespaceModel, hosts: Iterable[str], objs: Mapping[str, list]
+    ) -> bool:
+        """Plan and write each host; True when a host's conflict or failure state changed."""
+        if not hosts:
+            return False
+        others: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for kind in ("VirtualService", "DestinationRule"):
+            for o in objs.get(kind, ()):
+                if not is_ours(o):
+                    for h in host_keys(o):
+                        if h != o["metadata"]["name"]:
+                            others[h].append(o)
+        export_to = ["."] if self.options.namespace else None
+        changed = False
+        for host in sorted(hosts):
+            key = (ns, host)
+            desired = desired_host(
+                model.topology, host, lane_label=self.options.lane_label, export_to=export_to
+            )
+            plan = plan_host(
+                ns,
+                host,
+                desired=desired,
+                current_dr=self.informers["DestinationRule"].get(key),
+                current_vs=self.informers["VirtualService"].get(key),
+                others=others.get(host, ()),
+            )
+            ok, conflicts = self._execute(plan)
+            before = (self._conflicts.get(key, ()), key in self._failed)
+            if conflicts:
+                self._conflicts[key] = conflicts
+                self._report_conflicts(ns, host, conflicts)
+            else:
+                self._conflicts.pop(key, None)
+            (self._failed.discard if ok else self._failed.add)(key)
+            changed |= before != (self._conflicts.get(key, ()), key in self._failed)
+            self.metrics.inc(
+                "traffic_lanes_reconciles_total",
+                result="conflict" if conflicts else ("ok" if ok else "error"),
+            )
+        self.metrics.set(
+            "traffic_lanes_hosts",
+            float(sum(1 for o in self.informers["VirtualService"].items() if is_ours(o))),
+        )
+        return changed
+
+    def _execute(self, plan: HostPlan) -> tuple[bool, tuple[str, ...]]:
+        if plan.conflicts:
+            return True, plan.conflicts
+        for action in plan.actions:
+            if not self.is_leader():
+                raise _NotLeader
+            res = RESOURCES[action.kind]
+            inf = self.informers[action.kind]
+            try:
+                if action.verb == "apply":
+                    assert action.body is not None
+                    stored = self.kube.apply(res, action.body, force=action.force)
+                    inf.observe(stored)
+                else:
+                    try:
+                        self.kube.delete(
+                            res,
+                            action.namespace,
+                            action.name,
+                            resource_version=action.resource_version,
+                        )
+                    except ApiError as exc:
+                        if exc.status != 404:
+                            raise
+                    inf.forget((action.namespace, action.name))
+                self.metrics.inc("traffic_lanes_writes_total", verb=action.verb, kind=action.kind)
+                log.info(
+                    "%s %s %s/%s (%s)",
+                    action.verb,
+                    action.kind,
+                    action.namespace,
+                    action.name,
+                    action.step,
+                )
+            except ApiError as exc:
+                if exc.status == 409 and action.verb == "apply" and not action.force:
+                    # Someone else created it since we looked: theirs, not ours to take.
+                    who = f"{action.kind} {action.namespace}/{action.name}"
+                    return True, (f"{who} (field conflict: {exc.message or exc.reason})",)
+                log.warning(
+                    "%s %s %s/%s failed: %s",
+                    action.verb,
+                    action.kind,
+                    action.namespace,
+                    action.name,
+                    exc,
+                )
+                return False, ()
+        return True, ()
+
+    # -- reporting ----------------------------------------------------------------------------
+
+    def _report_conflicts(self, ns: str, host: str, conflicts: tuple[str, ...]) -> None:
+        for c in conflicts:
+            if c in self._evented:
+                continue
+            kind, _, ref = c.partition(" ")
+            name = ref.split("/", 1)[-1].split(" ", 1)[0]
+            res = RESOURCES.get(kind, VIRTUALSERVICES)
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            body = {
+                "metadata": {"generateName": f"{name}.", "namespace": ns},
+                "involvedObject": {
+                    "apiVersion": res.api_version,
+                    "kind": kind,
+                    "namespace": ns,
+                    "name": name,
+                },
+                "reason": "ManagedByOther",
+                "message": (
+                    f"traffic-lanes leaves host {host} alone: {c} lacks "
+                    "app.kubernetes.io/managed-by=traffic-lanes"
+                ),
+                "type": "Warning",
+                "source": {"component": "traffic-lanes"},
+                "reportingComponent": "traffic-lanes",
+                "reportingInstance": self.options.identity,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            }
+            try:
+                self.kube.create_event(ns, body)
+                self._evented.add(c)
+            except ApiError as exc:
+                log.warning("event for %s not recorded: %s", c, exc)
+
+    def _update_statuses(self, ns: str, model: NamespaceModel, lanes: Iterable[dict]) -> None:
+        conflicts = {h: c for (n, h), c in self._conflicts.items() if n == ns}
+        failed = {h for n, h in self._failed if n == ns}
+        for c in [c for c in self._evented if c.split(" ", 1)[-1].startswith(f"{ns}/")]:
+            if not any(c in cs for cs in conflicts.values()):
+                self._evented.discard(c)  # resolved: report again if it comes back
+        for obj in lanes:
+            name = obj["metadata"]["name"]
+            status = lane_status(
+                obj, model, conflicts=conflicts, failed=failed, now=datetime.now(UTC)
+            )
+            patch = status_patch(obj.get("status") or {}, status)
+            if patch is None:
+                continue
+            if not self.is_leader():
+                raise _NotLeader
+            try:
+                self.kube.patch_lane_status(ns, name, patch)
+                self.metrics.inc("traffic_lanes_writes_total", verb="status", kind="TrafficLane")
+            except ApiError as exc:
+                if exc.status != 404:
+                    log.warning("status of TrafficLane %s/%s: %s", ns, name, exc)
+                    with self._cond:
+                        self._status_ns.add(ns)
+                        self._retry_at = time.monotonic() + self._retry_backoff.next()

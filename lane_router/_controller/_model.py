@@ -1,0 +1,234 @@
+"""From cluster objects to a Topology: the controller's only input to the renderer.
+
+Each namespace is its own tenant: its TrafficLanes, its Deployments' ``app``/``lane`` pod labels
+and its Services make one topology. Nothing here decides where a request goes; that stays in
+:mod:`lane_router._topology`. This module only decides which lanes and versions *exist*:
+
+- a lane exists while its TrafficLane exists, is valid and has not expired (TTL);
+- a lane whose fallback expired falls back to that lane's own fallback, so expiry never breaks
+  another lane (an unknown or cyclic fallback is the user's error: that lane is left out and its
+  status says why);
+- a version exists when a Deployment's pods carry ``app: S`` and ``lane: L`` for a live lane L and
+  a Service S exists; a lane's version counts once it has an available replica, so a route never
+  points at a subset with no ready pod (the baseline always counts).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from lane_router._topology import Lane, Service, Topology, TopologyError
+
+__all__ = [
+    "LaneInfo",
+    "NamespaceModel",
+    "build_namespace",
+    "lane_expiry",
+    "parse_time",
+    "parse_ttl",
+    "pod_labels",
+]
+
+_TTL_RE = re.compile(r"([0-9]+)([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_LANE_KEY_RE = re.compile(r"lanes\.([^.\s:(]+)")
+
+
+def parse_ttl(text: Any) -> timedelta | None:
+    """``90m``, ``36h``, ``7d``, ``1h30m``; ``None`` for anything else."""
+    if not isinstance(text, str) or not text:
+        return None
+    pos, total = 0, 0
+    for m in _TTL_RE.finditer(text):
+        if m.start() != pos:
+            return None
+        total += int(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    return timedelta(seconds=total) if pos == len(text) else None
+
+
+def parse_time(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def lane_expiry(obj: Mapping[str, Any]) -> datetime | None:
+    ttl = parse_ttl((obj.get("spec") or {}).get("ttl"))
+    created = parse_time(obj.get("metadata", {}).get("creationTimestamp"))
+    if ttl is None or created is None:
+        return None
+    return created + ttl
+
+
+def pod_labels(deployment: Mapping[str, Any]) -> Mapping[str, str]:
+    """The labels the Deployment's pods carry (what a DestinationRule subset selects)."""
+    spec = deployment.get("spec") or {}
+    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels")
+    return labels if isinstance(labels, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class LaneInfo:
+    """What the status of one TrafficLane reports."""
+
+    name: str
+    live: bool  # in the topology
+    expired: bool = False
+    expires_at: datetime | None = None
+    problem: str | None = None  # why a lane that has not expired is left out
+    services: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceModel:
+    namespace: str
+    topology: Topology | None  # None: no routable service in the namespace
+    lanes: Mapping[str, LaneInfo] = field(default_factory=dict)
+    next_expiry: datetime | None = None
+    skipped: tuple[str, ...] = ()  # services left out, each with the reason
+
+
+def build_namespace(
+    namespace: str,
+    *,
+    lanes: Iterable[Mapping[str, Any]],
+    deployments: Iterable[Mapping[str, Any]],
+    services: Iterable[Mapping[str, Any]],
+    now: datetime,
+    baseline: str,
+    header: str,
+    baggage_key: str,
+    app_label: str = "app",
+    lane_label: str = "lane",
+) -> NamespaceModel:
+    """The topology of one namespace and the status facts of its lanes."""
+    declared: dict[str, Lane] = {}
+    expired: dict[str, str | None] = {}  # expired lane -> its fallback
+    infos: dict[str, LaneInfo] = {}
+    next_expiry: datetime | None = None
+    for obj in lanes:
+        name = obj["metadata"]["name"]
+        spec = obj.get("spec") or {}
+        expires_at = lane_expiry(obj)
+        fallback = spec.get("fallback") or None
+        if expires_at is not None and expires_at <= now:
+            expired[name] = fallback
+            infos[name] = LaneInfo(name, live=False, expired=True, expires_at=expires_at)
+            continue
+        if expires_at is not None and (next_expiry is None or expires_at < next_expiry):
+            next_expiry = expires_at
+        declared[name] = Lane(
+            name,
+            fallback,
+            bool(spec.get("strict", False)),
+            str(spec.get("description") or ""),
+        )
+        infos[name] = LaneInfo(name, live=True, expires_at=expires_at)
+
+    # Skip expired lanes in fallback chains (bounded: a cycle of expired lanes ends at baseline).
+    for name, lane in list(declared.items()):
+        fb, hops = lane.fallback, 0
+        while fb in expired and hops <= len(expired):
+            fb, hops = expired[fb], hops + 1
+        if fb in expired:
+            fb = None
+        if fb != lane.fallback:
+            declared[name] = Lane(name, fb, lane.strict, lane.description)
+
+    ports: dict[str, int] = {}
+    for svc in services:
+        port = _service_port(svc)
+        if port is not None:
+            ports[svc["metadata"]["name"]] = port
+    versions: dict[str, set[str]] = {}
+    for dep in deployments:
+        labels = pod_labels(dep)
+        app, lane = labels.get(app_label), labels.get(lane_label)
+        if not isinstance(app, str) or not isinstance(lane, str) or app not in ports:
+            continue
+        if lane != baseline:
+            if lane not in declared:
+                continue
+            if int((dep.get("status") or {}).get("availableReplicas") or 0) < 1:
+                continue
+        versions.setdefault(app, set()).add(lane)
+    skipped = tuple(
+        sorted(f"{s}: no {baseline!r} version" for s, v in versions.items() if baseline not in v)
+    )
+    svc_objs = [
+        Service(s, {lane: () for lane in v}, ports[s]) for s, v in versions.items() if baseline in v
+    ]
+
+    topology, dropped = _build(declared, svc_objs, baseline, header, baggage_key, namespace)
+    for name, problem in dropped.items():
+        infos[name] = LaneInfo(name, live=False, expires_at=infos[name].expires_at, problem=problem)
+    if topology is not None:
+        deployed: dict[str, list[str]] = {}
+        for sname in topology.services:
+            for lane in topology.lanes_of(sname):
+                deployed.setdefault(lane, []).append(sname)
+        for name, info in infos.items():
+            if info.live:
+                infos[name] = LaneInfo(
+                    name, True, expires_at=info.expires_at, services=tuple(deployed.get(name, ()))
+                )
+    return NamespaceModel(namespace, topology, dict(sorted(infos.items())), next_expiry, skipped)
+
+
+def _build(
+    declared: dict[str, Lane],
+    services: list[Service],
+    baseline: str,
+    header: str,
+    baggage_key: str,
+    namespace: str,
+) -> tuple[Topology | None, dict[str, str]]:
+    """Build, leaving out each lane the topology refuses (and the versions of it)."""
+    dropped: dict[str, str] = {}
+    lanes = dict(declared)
+    for _ in range(len(declared) + 1):
+        live = [
+            Service(s.name, {k: v for k, v in s.versions.items() if k not in dropped}, s.port)
+            for s in services
+        ]
+        try:
+            topo = Topology.build(
+                lanes=lanes.values(),
+                services=live,
+                baseline=baseline,
+                header=header,
+                baggage_key=baggage_key,
+                namespace=namespace,
+            )
+        except TopologyError as exc:
+            bad = {}
+            for problem in exc.problems:
+                m = _LANE_KEY_RE.match(problem)
+                if m and m.group(1) in lanes:
+                    bad[m.group(1)] = problem
+            if not bad:
+                raise
+            for name, problem in bad.items():
+                dropped[name] = problem
+                del lanes[name]
+            continue
+        return (topo if topo.services else None), dropped
+    raise AssertionError("unreachable: every round drops a lane")  # pragma: no cover
+
+
+def _service_port(svc: Mapping[str, Any]) -> int | None:
+    ports = (svc.get("spec") or {}).get("ports") or []
+    for p in ports:
+        port = p.get("port") if isinstance(p, dict) else None
+        if isinstance(port, int) and 0 < port < 65536:
+            return port
+    return None
