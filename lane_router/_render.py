@@ -5,7 +5,8 @@ same topology and readable in a diff, and PyYAML's pure-Python emitter is the sl
 rendering a large mesh. Generated objects are plain dicts, lists, strings, ints and bools built
 in a fixed order, so a small block-style emitter suffices. Strings are written plain only when
 every YAML 1.1 and 1.2 reader (PyYAML, kubectl's sigs.k8s.io/yaml, Go yaml.v2/v3) reads them back
-as the same string; anything else is JSON-quoted, which is valid YAML.
+as the same string; anything else is double-quoted with JSON's escapes (valid YAML), plus escapes
+for what YAML does not allow raw.
 
     render(topology, "istio", export_local=True) -> list[dict]
     dump_yaml(objects) -> str        # multi-document, "---" before each document
@@ -31,6 +32,10 @@ FORMATS = ("istio", "envoy", "gateway-api")
 # hold no ':' (YAML 1.1 sexagesimal ints), '#', or spaces.
 _PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9_./-]*")
 _YAML11_BOOLISH = frozenset({"y", "Y", "n", "N"})  # Go yaml.v2 booleans, strings to PyYAML
+# Outside YAML's printable set, or read as a line break inside quotes: written as escapes.
+_UNSAFE = re.compile(
+    "[^\t\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
+)
 _RESOLVER = yaml.resolver.Resolver()
 _STR_TAG = "tag:yaml.org,2002:str"
 
@@ -72,7 +77,12 @@ def _string(value: str) -> str:
         and _RESOLVER.resolve(yaml.ScalarNode, value, (True, False)) == _STR_TAG
     ):
         return value
-    return json.dumps(value)
+    return _UNSAFE.sub(_escape, json.dumps(value, ensure_ascii=False))
+
+
+def _escape(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def _scalar(value: Any) -> str:
