@@ -10,11 +10,24 @@ from types import TracebackType
 
 from opentelemetry import baggage as _baggage
 from opentelemetry import context as _otel_context
-from opentelemetry.context import Context
+from opentelemetry.context import Context, set_value
+
+try:  # the key baggage lives under; private, hence the fallback to set_baggage below
+    from opentelemetry.baggage import _BAGGAGE_KEY
+except ImportError:  # pragma: no cover - depends on the OpenTelemetry release
+    _BAGGAGE_KEY = None
 
 from lanes_sdk._wire import baggage_key_from_env, header_from_env, valid_lane
 
-__all__ = ["BAGGAGE_KEY", "HEADER", "LaneScope", "current_lane", "lane_of", "use_lane"]
+__all__ = [
+    "BAGGAGE_KEY",
+    "HEADER",
+    "LaneScope",
+    "current_lane",
+    "lane_of",
+    "use_lane",
+    "with_lane",
+]
 
 # Resolved once, at import: the hot paths (span start, inject) must not read os.environ.
 HEADER: str = header_from_env()
@@ -53,6 +66,22 @@ def current_lane(context: Context | None = None, *, baggage_key: str = BAGGAGE_K
     return lane_of(_baggage.get_baggage(baggage_key, context))
 
 
+def with_lane(lane: str, context: Context | None = None, *, key: str = BAGGAGE_KEY) -> Context:
+    """``context`` with ``key=lane`` as the *first* baggage member.
+
+    The W3C propagator writes at most 180 members and 8192 bytes and drops what follows, so a
+    lane appended behind a large incoming baggage would vanish at the next hop.
+    """
+    members = _baggage.get_all(context)
+    if not members or _BAGGAGE_KEY is None:
+        return _baggage.set_baggage(key, lane, context)
+    first: dict[str, object] = {key: lane}
+    for name, value in members.items():
+        if name != key:
+            first[name] = value
+    return set_value(_BAGGAGE_KEY, first, context)
+
+
 class LaneScope:
     """Sets the lane for a ``with`` or ``async with`` block and restores the previous one.
 
@@ -75,7 +104,7 @@ class LaneScope:
         if self._lane is None:
             ctx = _baggage.remove_baggage(self._baggage_key)
         else:
-            ctx = _baggage.set_baggage(self._baggage_key, self._lane)
+            ctx = with_lane(self._lane, key=self._baggage_key)
         self._tokens.append(_otel_context.attach(ctx))
         return self._lane
 

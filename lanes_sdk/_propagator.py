@@ -97,9 +97,9 @@ class LanePropagator(TextMapPropagator):
             if lane is None:
                 _log.debug("lanes: dropping invalid baggage %s=%r", self._key, held)
                 return _baggage.remove_baggage(self._key, context)
-        if held == lane:
-            return context
-        return _baggage.set_baggage(self._key, lane, context)
+        if held == lane and next(iter(_baggage.get_all(context))) == self._key:
+            return context  # already the bare name, and first: nothing to do (the common case)
+        return _context.with_lane(lane, context, key=self._key)
 
     def inject(
         self,
