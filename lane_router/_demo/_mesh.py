@@ -24,7 +24,7 @@ import yaml
 
 from lane_router._demo._planes import Plane, start_plane
 from lane_router._demo._predict import CallGraph, Hop, entry_lane, hops_of, predict_path
-from lane_router._demo._proc import Child, free_port, start_child
+from lane_router._demo._proc import Child, reserve_port, start_child
 from lane_router._topology import Endpoint, Lane, Service, Topology
 from lanes_sdk._wire import DEFAULT_BASELINE
 
@@ -55,6 +55,28 @@ class Blueprint:
             lanes = {self.baseline, *self.deploys[service]}
             out.extend((service, lane) for lane in sorted(lanes))
         return out
+
+    def topology(
+        self,
+        endpoints: Mapping[Version, Endpoint] | None = None,
+        *,
+        lanes: Sequence[Lane] | None = None,
+        exclude: Collection[Version] = (),
+    ) -> Topology:
+        """The topology of this shape; without ``endpoints`` (before anything runs) every
+        version gets a placeholder endpoint, enough to ask the routing core questions."""
+        eps = endpoints or {v: Endpoint("127.0.0.1", 9) for v in self.versions}
+        services = []
+        for service in sorted(self.deploys):
+            versions = {
+                lane: (ep,)
+                for (s, lane), ep in eps.items()
+                if s == service and (s, lane) not in exclude
+            }
+            services.append(Service(service, versions, port=self.service_port))
+        return Topology.build(
+            lanes=self.lanes if lanes is None else lanes, services=services, baseline=self.baseline
+        )
 
 
 @dataclass(frozen=True)
@@ -90,12 +112,14 @@ class Mesh:
         workers: int = 1,
         isolate: Collection[Version] = (),
         hidden: Collection[Version] = (),
+        tracing: bool = True,
         workdir: Path | None = None,
     ) -> Mesh:
         """Start workers, write ``lanes.yaml`` (without ``hidden`` versions), start the plane.
 
         ``workers`` spreads the versions over that many processes; each ``isolate`` version gets
-        a process of its own, so it can be killed alone.
+        a process of its own, so it can be killed alone. ``tracing`` gives the apps a real
+        OpenTelemetry SDK tracer provider (spans recorded, no exporter).
         """
         own = workdir is None
         wd = Path(tempfile.mkdtemp(prefix="lanes-demo-")) if workdir is None else workdir
@@ -106,12 +130,20 @@ class Mesh:
         _uninstrument(session)
         mesh = cls(blueprint, wd, session, _own_workdir=own)
         try:
-            listen_port = free_port()
-            await mesh._start_workers(
-                f"127.0.0.1:{listen_port}", mode=mode, workers=workers, isolate=isolate
-            )
-            mesh.topology = mesh.build_topology(exclude=hidden)
-            mesh.write_topology(mesh.topology)
+            reserved = reserve_port()
+            listen_port = int(reserved.getsockname()[1])
+            try:
+                await mesh._start_workers(
+                    f"127.0.0.1:{listen_port}",
+                    mode=mode,
+                    workers=workers,
+                    isolate=isolate,
+                    tracing=tracing,
+                )
+                mesh.topology = mesh.build_topology(exclude=hidden)
+                mesh.write_topology(mesh.topology)
+            finally:
+                reserved.close()
             mesh.planes.append(
                 await start_plane(
                     plane,
@@ -128,7 +160,13 @@ class Mesh:
         return mesh
 
     async def _start_workers(
-        self, dataplane: str, *, mode: str, workers: int, isolate: Collection[Version]
+        self,
+        dataplane: str,
+        *,
+        mode: str,
+        workers: int,
+        isolate: Collection[Version],
+        tracing: bool,
     ) -> None:
         bp = self.blueprint
         shared = [v for v in bp.versions if v not in isolate]
@@ -152,6 +190,7 @@ class Mesh:
             spec = {
                 "dataplane": dataplane,
                 "mode": mode,
+                "tracing": tracing,
                 "versions": [
                     {"service": s, "version": lane, "calls": [list(x) for x in bp.calls.get(s, ())]}
                     for s, lane in group
@@ -196,18 +235,7 @@ class Mesh:
         self, *, lanes: Sequence[Lane] | None = None, exclude: Collection[Version] = ()
     ) -> Topology:
         """The topology of the running apps (their real ports), minus ``exclude``."""
-        bp = self.blueprint
-        services = []
-        for service in sorted(bp.deploys):
-            versions = {
-                lane: (ep,)
-                for (s, lane), ep in self.endpoints.items()
-                if s == service and (s, lane) not in exclude
-            }
-            services.append(Service(service, versions, port=bp.service_port))
-        return Topology.build(
-            lanes=bp.lanes if lanes is None else lanes, services=services, baseline=bp.baseline
-        )
+        return self.blueprint.topology(self.endpoints, lanes=lanes, exclude=exclude)
 
     def write_topology(self, topology: Topology) -> None:
         """Replace ``lanes.yaml`` atomically (a reader never sees half a file)."""

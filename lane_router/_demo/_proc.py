@@ -15,15 +15,22 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-__all__ = ["Child", "free_port", "start_child", "wait_until"]
+__all__ = ["Child", "free_port", "reserve_port", "start_child", "wait_until"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     """An ephemeral port that was free a moment ago (for commands that need one up front)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
+    with reserve_port(host) as sock:
         return int(sock.getsockname()[1])
+
+
+def reserve_port(host: str = "127.0.0.1") -> socket.socket:
+    """A bound, not listening, socket: its port is not handed out to anyone binding port 0
+    (our own apps included) until it is closed, just before the command that needs it starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    return sock
 
 
 class Child:

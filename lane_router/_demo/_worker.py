@@ -30,23 +30,15 @@ async def _serve(spec: dict[str, Any]) -> None:
     import lanes_sdk
     from lane_router._demo._app import Downstream, version_app
 
-    if hasattr(lanes_sdk, "instrument"):
-        lanes_sdk.instrument()
-        middlewares = [lanes_sdk.lane_middleware]
-    else:  # DEV ONLY until lanes_sdk.instrument lands
-        from opentelemetry.baggage.propagation import W3CBaggagePropagator
-        from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
-        from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
-        from opentelemetry.propagate import set_global_textmap
-        from opentelemetry.propagators.composite import CompositePropagator
+    if spec.get("tracing", True):
+        # A real SDK tracer provider (no exporter): spans are recorded and tagged with the lane,
+        # as in a traced service, so the harness pays what a user pays.
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
 
-        from lanes_sdk._aiohttp import lane_middleware
-        from lanes_sdk._propagator import LanePropagator
-
-        set_global_textmap(CompositePropagator([W3CBaggagePropagator(), LanePropagator()]))
-        AioHttpClientInstrumentor().instrument()
-        AioHttpServerInstrumentor().instrument()
-        middlewares = [lane_middleware]
+        trace.set_tracer_provider(TracerProvider())
+    lanes_sdk.instrument()
+    middlewares = [lanes_sdk.lane_middleware]  # instrument() adds it too; it is never doubled
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

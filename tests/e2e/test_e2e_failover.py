@@ -1,0 +1,101 @@
+"""A lane's version dies mid-run: its requests fall back along the lane's walk, with no error."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+
+from conftest import lane_cases, pump
+
+from lane_router._demo import Blueprint, Mesh, Version, shop
+from lane_router._demo._proc import wait_until
+
+REQUESTS = 3_000
+CONCURRENCY = 32
+KILL_AT = 1_000
+
+
+def _victim(bp: Blueprint) -> Version:
+    """The non-baseline version of a non-strict lane that the most lanes are served by."""
+    topo = bp.topology()
+    best: dict[Version, int] = {}
+    for service in topo.services:
+        for lane in topo.lanes:
+            res = topo.resolve(service, lane)
+            if res is None or res.serving in (None, topo.baseline) or len(res.candidates) < 2:
+                continue
+            if topo.lanes[res.serving].strict:
+                continue
+            key = (service, res.serving)
+            best[key] = best.get(key, 0) + 1
+    return max(sorted(best), key=lambda v: best[v])
+
+
+async def test_killed_version_falls_back_without_errors(plane: str) -> None:
+    """SIGKILL the process of one lane version while every lane is under load. Requests that
+    resolved to it are served by the next lane of their walk from then on, and not one
+    request fails: neither the stale pooled connections nor the discovery of the dead endpoint
+    may surface as an error. The kill happens while no request is inside the victim itself (a
+    request a process is handling when it dies is lost with it, whatever the data plane)."""
+    bp = shop(lanes=20)
+    victim = _victim(bp)
+    mesh = await Mesh.start(bp, plane=plane, isolate=[victim])
+    try:
+        topo = mesh.topology
+        assert topo is not None
+        cases = lane_cases(topo)
+        order = [cases[i % len(cases)] for i in range(REQUESTS)]
+        random.Random(2).shuffle(order)
+        before = {label: mesh.predict(h) for label, h in cases}
+        after = {label: mesh.predict(h, down={victim}) for label, h in cases}
+        affected = {label for label in before if before[label] != after[label]}
+        assert len(affected) >= 3, "the victim must matter to several lanes"
+
+        gate = asyncio.Event()
+        gate.set()
+        killed = False
+        inside = 0  # requests on their way through the victim
+        failures: list[tuple[str, bool, object]] = []
+        served_after: set[str] = set()
+
+        async def one(i: int) -> None:
+            nonlocal inside
+            label, headers = order[i]
+            through_victim = label in affected
+            if through_victim:
+                await gate.wait()
+                inside += 1
+            was_killed = killed
+            try:
+                observed = await mesh.ask(headers)
+            finally:
+                if through_victim:
+                    inside -= 1
+            expected = after[label] if was_killed else before[label]
+            if observed.hops != expected:
+                failures.append((label, was_killed, observed.hops))
+            elif was_killed and through_victim:
+                served_after.add(label)
+            if i == KILL_AT:
+                asyncio.get_running_loop().create_task(kill())
+
+        async def idle() -> bool:
+            return inside == 0
+
+        async def kill() -> None:
+            nonlocal killed
+            gate.clear()
+            await wait_until(idle, what="no request inside the victim", timeout=10)
+            child = mesh.workers[victim]
+            child.send(signal.SIGKILL)
+            assert await child.wait(5) is not None
+            killed = True
+            gate.set()
+
+        await pump(REQUESTS, CONCURRENCY, one)
+        assert killed
+        assert not failures, f"{len(failures)} requests failed, e.g. {failures[:3]}"
+        assert served_after == affected  # every affected lane was seen falling back
+    finally:
+        await mesh.stop()
