@@ -33,6 +33,7 @@ ROUTE_CONFIG_NAME = "lanes"
 RE2_MAX_PROGRAM_SIZE = 32768  # Istio's proxies use the same
 _RETRY_ON = "connect-failure,refused-stream,reset"
 _METADATA_NS = "traffic_lanes"
+_NO_SPILLOVER = 1_000_000  # overprovisioning factor, in %: 1 healthy endpoint of 10,000 is "100%"
 _TYPE_URL = "type.googleapis.com/envoy."
 
 
@@ -141,18 +142,24 @@ def _retry_policy(attempts: int) -> dict[str, Any]:
     }
 
 
-def _route(service: str, name: str, header: str | None, action: dict[str, Any]) -> dict[str, Any]:
+def _route(
+    service: str, name: str, header: tuple[str, str] | None, action: dict[str, Any]
+) -> dict[str, Any]:
     match: dict[str, Any] = {"prefix": "/"}
     if header is not None:
         match["headers"] = [{"name": header[0], "string_match": {"exact": header[1]}}]
     return {"name": f"{service}/{name}", "match": match, **action}
 
 
-def _forward(service: str, candidates: tuple[str, ...]) -> dict[str, Any]:
+def _forward(topology: Topology, service: str, candidates: tuple[str, ...]) -> dict[str, Any]:
+    # Enough attempts to try every endpoint of every version before the last one once (a dead
+    # endpoint costs one attempt until its ejection reaches the load balancer), plus one.
+    versions = topology.services[service].versions
+    before_last = sum(len(versions[lane]) for lane in candidates[:-1])
     return {
         "route": {
             "cluster": cluster_name(service, candidates),
-            "retry_policy": _retry_policy(len(candidates) + 1),
+            "retry_policy": _retry_policy(max(2, before_last + 1)),
         }
     }
 
@@ -173,9 +180,11 @@ def _virtual_host(topology: Topology, service: str) -> dict[str, Any]:
         elif res.candidates == default.candidates:
             continue  # the baseline default below answers it the same way
         else:
-            action = _forward(service, res.candidates)
+            action = _forward(topology, service, res.candidates)
         routes.append(_route(service, lane, (topology.header, lane), action))
-    routes.append(_route(service, topology.baseline, None, _forward(service, default.candidates)))
+    routes.append(
+        _route(service, topology.baseline, None, _forward(topology, service, default.candidates))
+    )
     return {
         "name": service,
         "domains": _domains(topology, service),
@@ -208,6 +217,10 @@ def _version_cluster(
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [_endpoint(ep) for ep in endpoints]}],
+            # A version with any healthy endpoint takes all of its lane's traffic: no spill-over
+            # to the next lane of the walk at partial health (Envoy's default factor, 1.4, sent
+            # 30% of a lane's requests to the baseline when one of its two endpoints was down).
+            "policy": {"overprovisioning_factor": _NO_SPILLOVER},
         },
         # Passive health: one connection failure, timeout or reset (local origin) ejects the
         # host at once; the application's own 5xx never does (a lane that answers 500 must not
@@ -229,10 +242,14 @@ def _version_cluster(
         },
         # The retries are the failover: allow as many concurrent ones as requests.
         "circuit_breakers": {"thresholds": [{"max_retries": 1024}]},
+        # Deliver every health change at once. Envoy merges the updates of one second by
+        # default: the second ejection of a two-endpoint lane then reached the aggregate
+        # cluster up to 1 s late, and requests in between failed (measured).
+        "common_lb_config": {"update_merge_window": "0s"},
     }
     if health_check_interval is not None:
         # Active TCP connect check: finds a stopped version before traffic does, and brings a
-        # restarted one back within one interval.
+        # restarted one back within one interval (passive ejection alone waits 5 s and more).
         cluster["health_checks"] = [
             {
                 "timeout": _duration(min(connect_timeout, health_check_interval)),
@@ -247,6 +264,7 @@ def _version_cluster(
 
 
 def _aggregate_cluster(service: str, candidates: tuple[str, ...]) -> dict[str, Any]:
+    """The walk's versions in order: Envoy serves from the first with a healthy endpoint."""
     return {
         "name": cluster_name(service, candidates),
         "connect_timeout": "1s",
@@ -316,7 +334,7 @@ def render_envoy(
     listen: str = "127.0.0.1:15001",
     admin: str | None = "127.0.0.1:15000",
     connect_timeout: float = 1.0,
-    health_check_interval: float | None = 5.0,
+    health_check_interval: float | None = None,
     node_id: str = "traffic-lanes",
 ) -> dict[str, Any]:
     """The Envoy bootstrap (a plain dict, dump it as JSON or YAML) for ``topology``.
