@@ -67,12 +67,16 @@ def fqdn(topology: Topology, service: str) -> str:
 
 
 def strict_miss_body(lane: str, service: str) -> str:
-    """The JSON body of a strict miss; the same shape the sidecar answers."""
-    return json.dumps(
-        {"error": "strict lane miss", "lane": lane, "service": service, "status": 503},
-        separators=(",", ":"),
-        sort_keys=True,
+    """The JSON body of a strict miss: compact, keys sorted, names JSON-escaped."""
+    return (
+        f'{{"error":"strict lane miss","lane":{_json(lane)},"service":{_json(service)},'
+        f'"status":503}}'
     )
+
+
+def _json(name: str) -> str:
+    # Lane and service names are DNS labels, which JSON never escapes: skip the encoder.
+    return f'"{name}"' if _DNS_LABEL.fullmatch(name) else json.dumps(name)
 
 
 def _metadata(name: str, namespace: str) -> dict[str, Any]:

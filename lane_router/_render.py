@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
 from typing import Any
 
 import yaml
@@ -69,15 +68,24 @@ def dump_yaml(objects: Iterable[Mapping[str, Any]]) -> str:
     return "".join(out)
 
 
-@lru_cache(maxsize=65536)
+_STRINGS: dict[str, str] = {}  # value -> its YAML text; names repeat thousands of times
+
+
 def _string(value: str) -> str:
-    if (
-        _PLAIN.fullmatch(value)
-        and value not in _YAML11_BOOLISH
-        and _RESOLVER.resolve(yaml.ScalarNode, value, (True, False)) == _STR_TAG
-    ):
-        return value
-    return _UNSAFE.sub(_escape, json.dumps(value, ensure_ascii=False))
+    text = _STRINGS.get(value)
+    if text is None:
+        if (
+            _PLAIN.fullmatch(value)
+            and value not in _YAML11_BOOLISH
+            and _RESOLVER.resolve(yaml.ScalarNode, value, (True, False)) == _STR_TAG
+        ):
+            text = value
+        else:
+            text = _UNSAFE.sub(_escape, json.dumps(value, ensure_ascii=False))
+        if len(_STRINGS) >= 262144:  # bounded for the long-running controller
+            _STRINGS.clear()
+        _STRINGS[value] = text
+    return text
 
 
 def _escape(m: re.Match[str]) -> str:
@@ -105,26 +113,44 @@ def _scalar(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} as YAML config")
 
 
+def _is_mapping(node: Any) -> bool:
+    # isinstance(dict) is a C type check; the Mapping ABC check is ten times slower.
+    return isinstance(node, dict) or (
+        not isinstance(node, str | list | tuple) and isinstance(node, Mapping)
+    )
+
+
 def _block(out: list[str], node: Any, pad: str) -> None:
-    if isinstance(node, Mapping):
+    """Append ``node`` (a non-empty mapping or sequence) at indentation ``pad``."""
+    append = out.append
+    if _is_mapping(node):
+        inner = pad + "  "
         for key, value in node.items():
             if not isinstance(key, str):
                 raise TypeError(f"mapping keys must be strings, got {key!r}")
-            name = _string(key)
-            if isinstance(value, Mapping) and value:
-                out.append(f"{pad}{name}:\n")
-                _block(out, value, pad + "  ")
-            elif isinstance(value, list | tuple) and value:
-                out.append(f"{pad}{name}:\n")
-                _block(out, value, pad)
+            name = _STRINGS.get(key) or _string(key)
+            if isinstance(value, str):
+                append(f"{pad}{name}: {_STRINGS.get(value) or _string(value)}\n")
+            elif isinstance(value, list | tuple):
+                if value:
+                    append(f"{pad}{name}:\n")
+                    _block(out, value, pad)
+                else:
+                    append(f"{pad}{name}: []\n")
+            elif value and _is_mapping(value):
+                append(f"{pad}{name}:\n")
+                _block(out, value, inner)
             else:
-                out.append(f"{pad}{name}: {_scalar(value)}\n")
+                append(f"{pad}{name}: {_scalar(value)}\n")
         return
     inner = pad + "  "
+    cut = len(inner)
     for item in node:
-        if isinstance(item, Mapping | list | tuple) and item:
+        if isinstance(item, str):
+            append(f"{pad}- {_STRINGS.get(item) or _string(item)}\n")
+        elif item and (isinstance(item, list | tuple) or _is_mapping(item)):
             start = len(out)
             _block(out, item, inner)
-            out[start] = f"{pad}- {out[start][len(inner) :]}"
+            out[start] = f"{pad}- {out[start][cut:]}"
         else:
-            out.append(f"{pad}- {_scalar(item)}\n")
+            append(f"{pad}- {_scalar(item)}\n")
