@@ -1,0 +1,38 @@
+"""The project's own data plane: an HTTP/1.1 lane-routing proxy on uvloop + httptools.
+
+``serve(config)`` runs it until SIGTERM (then drains); ``run(config)`` wraps that in a uvloop
+event loop and returns the exit status. The routing decision is the routing core's
+(:attr:`lane_router.Topology.routes`); the lane is read with ``lanes_sdk._wire``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from lane_router._sidecar._config import SidecarConfig, format_hostport, parse_hostport
+from lane_router._sidecar._server import Sidecar, serve
+from lane_router._topology import TopologyError
+
+__all__ = ["Sidecar", "SidecarConfig", "format_hostport", "parse_hostport", "run", "serve"]
+
+
+def run(config: SidecarConfig) -> int:
+    """Run the sidecar in a fresh uvloop loop; 2 if the topology is invalid, 1 if it cannot bind."""
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        factory = asyncio.new_event_loop
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(serve(config))
+    except TopologyError as exc:
+        print(f"lanes sidecar: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        logging.getLogger("lane_router.sidecar").error("cannot listen: %s", exc)
+        print(f"lanes sidecar: cannot listen: {exc}", file=sys.stderr)
+        return 1

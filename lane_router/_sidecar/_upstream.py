@@ -1,0 +1,209 @@
+"""One pooled keep-alive connection to an upstream endpoint (asyncio Protocol + httptools).
+
+It parses responses and hands each piece to the exchange it currently serves; the response
+head is built by the exchange, which knows the client. Everything written to the client during
+one ``data_received`` goes out in one ``writelines`` (one syscall for a small response).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from httptools import HttpParserCallbackError, HttpParserError, HttpResponseParser
+
+from lane_router._sidecar._http import H_CL, H_CONNECTION, H_TE, RESPONSE_HEADERS
+
+if TYPE_CHECKING:
+    from lane_router._sidecar._exchange import Exchange
+    from lane_router._sidecar._table import EndpointState
+
+__all__ = ["UpstreamConnection"]
+
+_KINDS = RESPONSE_HEADERS
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "closed",
+        "conn_tokens",
+        "ep",
+        "ex",
+        "got_bytes",
+        "has_cl",
+        "head_done",
+        "headers",
+        "out",
+        "parser",
+        "read_paused",
+        "reason",
+        "reused",
+        "skip",
+        "te",
+        "transport",
+    )
+
+    def __init__(self, ep: EndpointState) -> None:
+        self.ep = ep
+        self.transport: Any = None
+        self.parser = HttpResponseParser(self)
+        self.ex: Exchange | None = None
+        self.closed = False
+        self.reused = False
+        self.got_bytes = False
+        self.read_paused = False
+        self.out: list[bytes] = []
+        self.headers: list[bytes] = []
+        self.reason = b""
+        self.conn_tokens: list[bytes] | None = None
+        self.has_cl = False
+        self.te = False
+        self.skip = False
+        self.head_done = False
+
+    # -- asyncio --------------------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        ex = self.ex
+        if ex is None:  # unsolicited bytes on an idle connection: it cannot be reused
+            self.close()
+            return
+        ex.touched = True
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except HttpParserCallbackError as exc:
+            ex.internal(exc.__context__ or exc)
+            self.close()
+            return
+        except HttpParserError as exc:
+            self.close()
+            ex = self.ex
+            if ex is not None:
+                ex.upstream_bad(str(exc))
+            return
+        if self.out:
+            self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        ex = self.ex
+        if ex is None:
+            with contextlib.suppress(ValueError):
+                self.ep.idle.remove(self)
+            return
+        try:
+            if self.head_done and not self.skip and not self.has_cl and not self.te:
+                ex.response_complete(self)  # a close-delimited body ends with the connection
+            else:
+                ex.upstream_lost(self, exc)
+        except Exception as bug:  # never let a bug escape into the loop's handler
+            ex.internal(bug)
+
+    def pause_writing(self) -> None:
+        ex = self.ex
+        if ex is not None:
+            ex.conn.block(1)
+
+    def resume_writing(self) -> None:
+        ex = self.ex
+        if ex is not None:
+            ex.conn.unblock(1)
+
+    # -- used by the exchange -------------------------------------------------------------
+
+    def begin(self, ex: Exchange, reused: bool) -> None:
+        self.ex = ex
+        self.reused = reused
+        self.got_bytes = False
+        self.head_done = False
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def throttle(self, pause: bool) -> None:
+        if pause != self.read_paused and not self.closed:
+            self.read_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    def flush(self) -> None:
+        out = self.out
+        ex = self.ex
+        if ex is not None and not ex.conn.closed:
+            ex.conn.transport.writelines(out)
+        out.clear()
+
+    def restart_parser(self) -> None:
+        """After a response to HEAD: httptools cannot be told it has no body."""
+        self.parser = HttpResponseParser(self)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    # -- httptools ------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.headers = []
+        self.reason = b""
+        self.conn_tokens = None
+        self.has_cl = False
+        self.te = False
+        self.head_done = False
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:
+            return  # trailers are not forwarded
+        kind = _KINDS.get(name.lower())
+        if kind is None:
+            self.headers += (name, b": ", value, b"\r\n")
+        elif kind == H_CL:
+            self.has_cl = True
+            self.headers += (name, b": ", value, b"\r\n")
+        elif kind == H_TE:
+            self.te = True
+        elif kind == H_CONNECTION:
+            if self.conn_tokens is None:
+                self.conn_tokens = [value]
+            else:
+                self.conn_tokens.append(value)
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
+        ex = self.ex
+        if ex is None:
+            return
+        status = self.parser.get_status_code()
+        if status < 200:  # interim responses are this hop's business (Expect is not forwarded)
+            self.skip = True
+            return
+        ex.response_head(self, status)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.ex
+        if ex is None or self.skip:
+            return
+        if ex.chunk_out:
+            self.out += (b"%x\r\n" % len(body), body, b"\r\n")
+        else:
+            self.out.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.skip:
+            self.skip = False
+            self.head_done = False
+            return
+        ex = self.ex
+        if ex is not None:
+            ex.response_complete(self)
