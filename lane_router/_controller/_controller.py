@@ -106,7 +106,8 @@ class Controller:
                 on_change=self._leadership,
             )
         self._worker = threading.Thread(target=self._run, name="reconcile", daemon=True)
-        self.passes = 0  # completed reconcile passes (tests wait on it)
+        self.passes = 0  # completed reconcile passes
+        self._busy = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -138,6 +139,12 @@ class Controller:
 
     def is_leader(self) -> bool:
         return self.elector is None or self.elector.is_leader()
+
+    def idle(self) -> bool:
+        """Nothing to do right now and no pass running (a scheduled retry counts as work)."""
+        with self._cond:
+            due, _ = self._due()
+            return not self._busy and not due and self._retry_at is None
 
     def synced(self) -> bool:
         return all(i.synced.is_set() for i in self.informers.values())
@@ -204,6 +211,7 @@ class Controller:
                     self._cond.wait(0.05 if not ready else wait)
                 if self._stop.is_set():
                     return
+                self._busy = True
                 full, self._full = self._full, False
                 dirty_ns, self._dirty_ns = self._dirty_ns, set()
                 hosts, self._dirty_hosts = self._dirty_hosts, set()
@@ -219,9 +227,12 @@ class Controller:
                         del self._expiry[ns]
             try:
                 self._pass(full, dirty_ns, hosts, status_ns)
+                with self._cond:
+                    self._busy = False
             except _NotLeader:
                 with self._cond:  # someone else writes now; start over if we lead again
                     self._full = True
+                    self._busy = False
             except Exception:  # a bug must not stop the controller: retry the lot later
                 log.exception("reconcile pass failed")
                 with self._cond:
@@ -230,6 +241,7 @@ class Controller:
                     self._status_ns |= status_ns
                     self._full = self._full or full
                     self._retry_at = time.monotonic() + self._retry_backoff.next()
+                    self._busy = False
 
     def _pass(self, full: bool, dirty_ns: set[str], hosts: set[Key], status_ns: set[str]) -> None:
         started = time.process_time()
