@@ -224,6 +224,8 @@ def render_istio(
             if service == entry_service and gw_ns and gw_ns != topology.namespace_of(service):
                 export_to.append(gw_ns)
         dr, vs = render_istio_host(topology, service, lane_label=lane_label, export_to=export_to)
+        if export_to is not None:
+            vs["spec"]["exportTo"] = ["."]  # only the subsets are read from the gateway
         drs.append(dr)
         vss.append(vs)
     out = [*drs, *vss]

@@ -10,6 +10,7 @@ from k8s_schemas import istio_validator
 from routing_corpus import predict, requests, topology
 from routing_eval import istio_outcome
 
+from lane_router import Topology
 from lane_router._istio import (
     istio_http_routes,
     render_istio,
@@ -189,7 +190,9 @@ def test_export_local_scopes_every_object_and_lets_the_gateway_read_the_entry_su
     objects = render_istio(TOPO, export_local=True, **GATEWAY)
     for o in objects:
         name = o["metadata"]["name"]
-        if name.startswith("productpage"):
+        if name == "productpage-ingress" or (
+            o["kind"] == "DestinationRule" and name == "productpage"
+        ):
             assert o["spec"]["exportTo"] == [".", "istio-system"], name
         else:
             assert o["spec"]["exportTo"] == ["."], name
@@ -259,3 +262,26 @@ def test_the_corpus_catches_a_missing_guard_in_either_order() -> None:
         {"http": [*unguarded[n : 2 * n], *unguarded[:n], unguarded[-1]]}, "reviews"
     )
     assert 0 < header_first < baggage_first
+
+
+def test_custom_header_and_baggage_key_are_what_routes_match() -> None:
+    topo = Topology.loads(
+        "header: x-env\nbaggageKey: env\nlanes: {feature-a: {}}\n"
+        "services: {web: {versions: {baseline: [], feature-a: []}}}\n"
+    )
+    _, vs = render_istio_host(topo, "web")
+    cases = [
+        ([("x-env", "feature-a")], "feature-a"),
+        ([("baggage", "env=feature-a")], "feature-a"),
+        ([("x-lane", "feature-a")], "baseline"),
+        ([("baggage", "lane=feature-a")], "baseline"),
+        ([("x-env", "nope"), ("baggage", "env=feature-a")], "baseline"),
+        ([("x-lane", "nope"), ("baggage", "env=feature-a")], "feature-a"),
+    ]
+    for headers, subset in cases:
+        assert istio_outcome(vs["spec"], headers).subset == subset, headers
+
+
+def test_unknown_service_is_refused() -> None:
+    with pytest.raises(KeyError):
+        render_istio_host(TOPO, "nope")
