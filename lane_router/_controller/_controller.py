@@ -402,6 +402,8 @@ class Controller:
             res = RESOURCES.get(kind, VIRTUALSERVICES)
             now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             body = {
+                "apiVersion": "v1",
+                "kind": "Event",
                 "metadata": {"generateName": f"{name}.", "namespace": ns},
                 "involvedObject": {
                     "apiVersion": res.api_version,

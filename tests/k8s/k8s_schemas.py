@@ -36,7 +36,8 @@ _PRINTER_TYPES = {"integer", "number", "string", "boolean", "date"}
 
 def load_docs(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as fh:
-        return [d for d in yaml.safe_load_all(fh) if d is not None]
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        return [d for d in yaml.load_all(fh, Loader=loader) if d is not None]
 
 
 def close_schema(schema: dict[str, Any]) -> dict[str, Any]:

@@ -43,3 +43,140 @@ def test_lane_deployment_appears_routes_follow_subset_first(double, start_contro
     status = double.get("TrafficLane", NS, "feature-a")["status"]
     assert status["services"] == ["reviews"]
     assert {c["type"]: c["status"] for c in status["conditions"]} == {"Ready": "True"}
+
+
+def test_lane_goes_away_routes_leave_before_subsets(double, start_controller) -> None:
+    _seed(double)
+    double.put(deployment("reviews", "feature-a"))
+    ctl = start_controller()
+    double.wait_for(lambda: converged(double, NS), what="initial routes")
+    assert "feature-a" in routed_subsets(double.get("VirtualService", NS, "reviews"))
+    settle(double, ctl)
+    start = len(double.log)
+
+    double.remove("Deployment", NS, "reviews-feature-a")
+    double.wait_for(
+        lambda: (
+            "feature-a"
+            not in {
+                s["name"] for s in double.get("DestinationRule", NS, "reviews")["spec"]["subsets"]
+            }
+        ),
+        what="the feature-a subset to go",
+    )
+    settle(double, ctl)
+    order = [(e.kind, e.name) for e in double.writes() if double.log.index(e) >= start]
+    assert order == [("VirtualService", "reviews"), ("DestinationRule", "reviews")]
+
+    # A host that is no longer routed: VirtualService deleted first, then the DestinationRule.
+    start = len(double.log)
+    double.remove("Service", NS, "ratings")
+    double.wait_for(lambda: double.get("DestinationRule", NS, "ratings") is None, what="delete")
+    settle(double, ctl)
+    deletes = [(e.method, e.kind) for e in double.writes() if double.log.index(e) >= start]
+    assert deletes == [("DELETE", "VirtualService"), ("DELETE", "DestinationRule")]
+    assert converged(double, NS)
+    assert violations(double, NS) == []
+
+
+def test_user_owned_virtualservice_is_untouched_and_reported(double, start_controller) -> None:
+    _seed(double)
+    double.put(deployment("reviews", "feature-a"))
+    mine = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "reviews-by-hand", "namespace": NS},
+        "spec": {"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews"}}]}]},
+    }
+    same_name = {**mine, "metadata": {"name": "ratings", "namespace": NS}}
+    same_name["spec"] = {**mine["spec"], "hosts": ["ratings.shop.svc.cluster.local"]}
+    double.put(mine, manager="kubectl-client-side-apply")
+    double.put(same_name, manager="kubectl-client-side-apply")
+    double.put(deployment("ratings", "feature-b"))
+    ctl = start_controller()
+    double.wait_for(lambda: double.get("VirtualService", NS, "productpage"), what="other hosts")
+
+    def reported():
+        st = double.get("TrafficLane", NS, "feature-a").get("status") or {}
+        return st.get("conflicts") and st
+
+    status = double.wait_for(reported, what="the conflict in the lane status")
+    settle(double, ctl)
+    assert status["conflicts"] == ["VirtualService shop/reviews-by-hand"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Conflict")
+    b = double.get("TrafficLane", NS, "feature-b")["status"]
+    assert b["conflicts"] == ["VirtualService shop/ratings", "VirtualService shop/reviews-by-hand"]
+    # Never written, never deleted: neither the user's objects nor anything for those hosts.
+    touched = {(e.kind, e.name) for e in double.writes()}
+    assert not touched & {
+        ("VirtualService", "reviews-by-hand"),
+        ("VirtualService", "ratings"),
+        ("VirtualService", "reviews"),
+        ("DestinationRule", "reviews"),
+        ("DestinationRule", "ratings"),
+    }
+    assert double.get("VirtualService", NS, "ratings")["spec"] == same_name["spec"]
+    events = double.objects("Event", NS)
+    assert {e["involvedObject"]["name"] for e in events} == {"reviews-by-hand", "ratings"}
+    assert all(e["reason"] == "ManagedByOther" and e["type"] == "Warning" for e in events)
+
+    # The user removes their VirtualService: the controller takes over the host.
+    double.remove("VirtualService", NS, "reviews-by-hand")
+    double.wait_for(lambda: double.get("VirtualService", NS, "reviews"), what="takeover")
+    double.wait_for(
+        lambda: "conflicts" not in double.get("TrafficLane", NS, "feature-a")["status"],
+        what="the conflict to clear",
+    )
+    assert violations(double, NS) == []
+
+
+def test_expired_lane_loses_its_routes_and_shows_expired(double, start_controller) -> None:
+    _seed(double)
+    double.put(lane("hotfix", ttl="3s"))
+    double.put(deployment("reviews", "hotfix"))
+    start_controller()
+
+    def expired():
+        st = double.get("TrafficLane", NS, "hotfix").get("status") or {}
+        conds = {c["type"]: c for c in st.get("conditions", ())}
+        return conds.get("Expired", {}).get("status") == "True" and st
+
+    status = double.wait_for(expired, timeout=30, what="the lane to expire")
+    assert "expiresAt" in status
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Expired")
+    double.wait_for(lambda: converged(double, NS), what="routes without the lane")
+    vs = double.get("VirtualService", NS, "reviews")
+    assert "hotfix" not in routed_subsets(vs)
+    assert not any("hotfix" in r["name"] for r in vs["spec"]["http"])
+    assert "hotfix" not in {
+        s["name"] for s in double.get("DestinationRule", NS, "reviews")["spec"]["subsets"]
+    }
+    # While it lived, it was routed (the expiry removed it, not a failure to add it).
+    assert any(
+        e.kind == "VirtualService" and e.name == "reviews" and "hotfix" in routed_subsets(e.body)
+        for e in double.writes()
+    )
+    assert violations(double, NS) == []
+
+
+def test_one_deployment_change_writes_only_that_host(double, start_controller) -> None:
+    names = [f"svc-{i:02d}" for i in range(12)]
+    _seed(double, names)
+    ctl = start_controller()
+    double.wait_for(lambda: converged(double, NS), what="initial routes")
+    settle(double, ctl)
+    start = len(double.log)
+    double.put(deployment("svc-07", "feature-b"))
+    double.wait_for(
+        lambda: "feature-b" in routed_subsets(double.get("VirtualService", NS, "svc-07")),
+        what="the new route",
+    )
+    settle(double, ctl)
+    written = {(e.kind, e.name) for e in double.writes() if double.log.index(e) >= start}
+    assert written == {("DestinationRule", "svc-07"), ("VirtualService", "svc-07")}
+    reads = [
+        e for e in double.log[start:] if e.method == "GET" and not e.watch and e.kind != "Lease"
+    ]
+    assert reads == []  # served from the watch caches, no relist
