@@ -52,6 +52,7 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "traffic-lanes"}
 BAGGAGE_HEADER = "baggage"
 ISTIO_REGEX_LIMIT = 1024  # istiod rejects longer regexes
 
+_NO_ESCAPE = re.compile(r"[-a-z0-9 ,.]*")
 _DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 _DNS_NAME = re.compile(
     r"(?=.{1,253}$)(?:\*\.)?[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
@@ -66,17 +67,23 @@ def fqdn(topology: Topology, service: str) -> str:
     return f"{service}.{topology.namespace_of(service)}.svc.cluster.local"
 
 
-def strict_miss_body(lane: str, service: str) -> str:
-    """The JSON body of a strict miss: compact, keys sorted, names JSON-escaped."""
+def strict_miss_body(topology: Topology, lane: str, service: str) -> str:
+    """The JSON body of a strict miss, the shape the sidecar answers with (compact, one line)."""
+    strict = topology.chains[lane][-1]
+    detail = (
+        f"strict lane {lane} does not deploy {service}"
+        if strict == lane
+        else f"lane {lane} falls back to strict lane {strict}, which does not deploy {service}"
+    )
     return (
-        f'{{"error":"strict lane miss","lane":{_json(lane)},"service":{_json(service)},'
-        f'"status":503}}'
+        f'{{"status":503,"reason":"strict miss","service":{_json(service)},'
+        f'"lane":{_json(lane)},"detail":{_json(detail)}}}'
     )
 
 
-def _json(name: str) -> str:
-    # Lane and service names are DNS labels, which JSON never escapes: skip the encoder.
-    return f'"{name}"' if _DNS_LABEL.fullmatch(name) else json.dumps(name)
+def _json(text: str) -> str:
+    # Names are DNS labels and the detail is built from them: JSON escapes none of that.
+    return f'"{text}"' if _NO_ESCAPE.fullmatch(text) else json.dumps(text)
 
 
 def _metadata(name: str, namespace: str) -> dict[str, Any]:
@@ -97,7 +104,7 @@ def istio_http_routes(topology: Topology, service: str) -> list[dict[str, Any]]:
             action: dict[str, Any] = {
                 "directResponse": {
                     "status": 503,
-                    "body": {"string": strict_miss_body(lane, service)},
+                    "body": {"string": strict_miss_body(topology, lane, service)},
                 },
                 "headers": {"response": {"set": {"content-type": "application/json"}}},
             }

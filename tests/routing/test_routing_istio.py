@@ -96,12 +96,12 @@ def test_every_request_lands_where_the_model_predicts(mode: str, service: str) -
             got = istio_outcome(spec, headers, mode=mode)
             if res.strict_miss:
                 ok = got.kind == "direct" and got.status == 503
-                ok = ok and json.loads(got.body or "{}") | {} == {
-                    "error": "strict lane miss",
-                    "lane": res.lane,
-                    "service": service,
-                    "status": 503,
-                }
+                body = json.loads(got.body or "{}")
+                ok = ok and body["lane"] == res.lane and body["service"] == service
+                ok = ok and body["status"] == 503 and body["reason"] == "strict miss"
+                strict = TOPO.chains[res.lane][-1]
+                ok = ok and f"strict lane {strict}" in body["detail"]
+                ok = ok and body["detail"].endswith(f"does not deploy {service}")
             else:
                 ok = (got.kind, got.host, got.subset) == ("route", _fqdn(service), res.serving)
             if not ok:
