@@ -1,0 +1,171 @@
+"""Stopping a lane's version under load: real Envoy fails over to the next lane with 0 errors.
+
+Topology: feature-b falls back to feature-a, which falls back to the baseline. Service ``cart``
+has one feature-b endpoint, two feature-a endpoints and one baseline endpoint. Constant load
+(feature-a, feature-b and untagged requests) runs while the versions are stopped one by one
+(their servers closed: new connections refused, keep-alive connections closed):
+
+1. stop feature-b            -> feature-b requests go to feature-a
+2. stop one feature-a (of 2) -> everything stays on the surviving feature-a endpoint
+3. stop the other feature-a  -> feature-a and feature-b requests go to the baseline
+
+Every request of the run must answer 200, and every request that started and ended between two
+stops must come from the version the walk names for that state. Envoy's counters prove that
+connections really failed and were retried (the path under test was taken).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+from envoy_upstreams import Fleet
+from envoyproc import EnvoyProcess, running_envoy, validate_bootstrap
+
+from lane_router import Topology
+from lane_router._envoy import cluster_name, render_envoy
+
+WORKERS = {"feature-a": 6, "feature-b": 6, None: 2}
+PER_PHASE = 150  # requests that must complete entirely inside each steady phase
+
+
+@dataclass
+class Load:
+    """Closed-loop load; each record notes the phase at its start and at its end."""
+
+    url: str
+    phase: int = 0
+    records: list[tuple[int, int, str | None, int, str]] = field(default_factory=list)
+    steady: dict[int, int] = field(default_factory=dict)
+    wanted: dict[int, asyncio.Event] = field(default_factory=dict)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def worker(self, session: aiohttp.ClientSession, lane: str | None) -> None:
+        headers = {"host": "cart"}
+        if lane:
+            headers["x-lane"] = lane
+        while not self.stop.is_set():
+            start = self.phase
+            async with session.get(self.url, headers=headers) as resp:
+                raw = await resp.read()
+                status = resp.status
+            served = json.loads(raw)["lane"] if status == 200 else raw.decode("latin-1")[:200]
+            end = self.phase
+            self.records.append((start, end, lane, status, served))
+            if start == end:
+                self.steady[end] = self.steady.get(end, 0) + 1
+                event = self.wanted.get(end)
+                if event is not None and self.steady[end] >= PER_PHASE:
+                    event.set()
+
+    async def until_steady(self, phase: int, timeout: float = 30) -> None:
+        event = self.wanted.setdefault(phase, asyncio.Event())
+        if self.steady.get(phase, 0) >= PER_PHASE:
+            return
+        await asyncio.wait_for(event.wait(), timeout)
+
+
+@pytest.fixture
+def fleet() -> Iterator[Fleet]:
+    fleet = Fleet()
+    try:
+        yield fleet
+    finally:
+        fleet.close()
+
+
+@pytest.mark.parametrize("health_check_interval", [None, 0.5], ids=["passive", "active-hc"])
+async def test_stopped_versions_fail_over_with_zero_errors(
+    fleet: Fleet, tmp_path_factory: pytest.TempPathFactory, health_check_interval: float | None
+) -> None:
+    topo = Topology.from_dict(
+        {
+            "lanes": {"feature-a": {}, "feature-b": {"fallback": "feature-a"}},
+            "services": {
+                "cart": {
+                    "versions": {
+                        "baseline": [fleet.start("cart", "baseline")],
+                        "feature-a": [fleet.start("cart", "feature-a", index=i) for i in (0, 1)],
+                        "feature-b": [fleet.start("cart", "feature-b")],
+                    }
+                }
+            },
+        }
+    )
+    assert topo.routes["cart"]["feature-b"].candidates == ("feature-b", "feature-a", "baseline")
+    bootstrap = render_envoy(
+        topo,
+        listen="127.0.0.1:0",
+        admin="127.0.0.1:0",
+        health_check_interval=health_check_interval,
+    )
+    workdir = tmp_path_factory.mktemp("envoy-failover")
+    validate_bootstrap(bootstrap, workdir=workdir)
+    with running_envoy(bootstrap, workdir=workdir) as proxy:
+        await _run_scenario(fleet, proxy, active_checks=health_check_interval is not None)
+
+
+async def _run_scenario(fleet: Fleet, proxy: EnvoyProcess, *, active_checks: bool) -> None:
+    load = Load(proxy.url("/checkout"))
+    # Steady phases and who must serve each lane in them (None = untagged).
+    expected = {
+        0: {"feature-a": "feature-a", "feature-b": "feature-b", None: "baseline"},
+        2: {"feature-a": "feature-a", "feature-b": "feature-a", None: "baseline"},
+        4: {"feature-a": "feature-a", "feature-b": "feature-a", None: "baseline"},
+        6: {"feature-a": "baseline", "feature-b": "baseline", None: "baseline"},
+    }
+    stops = [("feature-b", 0), ("feature-a", 0), ("feature-a", 1)]
+    async with aiohttp.ClientSession() as session:
+        tasks = [
+            asyncio.create_task(load.worker(session, lane))
+            for lane, n in WORKERS.items()
+            for _ in range(n)
+        ]
+        try:
+            await load.until_steady(0)
+            for lane, index in stops:
+                load.phase += 1  # stopping: either version may answer
+                await fleet.astop("cart", lane, index=index)
+                load.phase += 1  # stopped
+                await load.until_steady(load.phase)
+        finally:
+            load.stop.set()
+            await asyncio.gather(*tasks)
+
+    errors = [r for r in load.records if r[3] != 200]
+    assert not errors, f"{len(errors)} of {len(load.records)} requests failed: {errors[:5]}"
+    wrong = [
+        r
+        for r in load.records
+        if r[0] == r[1] and r[0] in expected and r[4] != expected[r[0]][r[2]]
+    ]
+    assert not wrong, f"{len(wrong)} answered by the wrong version: {wrong[:5]}"
+    walks = {
+        "feature-a": ("feature-a", "baseline"),
+        "feature-b": ("feature-b", "feature-a", "baseline"),
+    }
+    outside = [r for r in load.records if r[4] not in walks.get(r[2], ("baseline",))]
+    assert not outside, f"answered outside the lane's walk: {outside[:5]}"
+
+    # The failover path was really taken: each stopped version was found unhealthy (ejected by
+    # passive health, or failed an active check), and every retry Envoy made succeeded.
+    stats = proxy.stats("cluster.")
+    for lane in ("feature-a", "feature-b"):
+        prefix = f"cluster.{cluster_name('cart', lane)}."
+        found = stats[prefix + "outlier_detection.ejections_enforced_total"] + stats.get(
+            prefix + "health_check.failure", 0
+        )
+        assert found > 0, f"{lane} was never seen unhealthy"
+    retried = 0
+    for walk in (("feature-a", "baseline"), ("feature-b", "feature-a", "baseline")):
+        prefix = f"cluster.{cluster_name('cart', walk)}."
+        assert stats.get(prefix + "upstream_rq_retry_limit_exceeded", 0) == 0
+        assert stats.get(prefix + "upstream_rq_retry_overflow", 0) == 0
+        retried += stats.get(prefix + "upstream_rq_retry_success", 0)
+    if not active_checks:  # only failed requests can have revealed the stopped versions
+        assert retried > 0
+    assert stats[f"cluster.{cluster_name('cart', 'baseline')}.upstream_rq_completed"] > 0
