@@ -45,6 +45,11 @@ class Fleet:
                     "path": request.path_qs,
                     "version": f"{request.version.major}.{request.version.minor}",
                     "x-lane": request.headers.getall("x-lane", []),
+                    "lane_headers": {
+                        k.lower(): request.headers.getall(k)
+                        for k in sorted(set(request.headers))
+                        if "lane" in k.lower()
+                    },
                     "baggage": request.headers.getall("baggage", []),
                     "body_bytes": len(body),
                 }
