@@ -65,6 +65,7 @@ class Entry:
     subresource: str = ""
     status: int = 0
     body: Any = None  # the parsed request body of a write
+    committed: bool = False  # applied although never answered (restart_on(commit=True))
     at: float = field(default_factory=time.monotonic)
 
     @property
@@ -320,7 +321,11 @@ class KubeDouble:
 
     def writes(self, kinds: tuple[str, ...] = ("VirtualService", "DestinationRule")) -> list:
         with self.lock:
-            return [e for e in self.log if e.write and e.kind in kinds and 200 <= e.status < 300]
+            return [
+                e
+                for e in self.log
+                if e.write and e.kind in kinds and (200 <= e.status < 300 or e.committed)
+            ]
 
     def active_watches(self) -> int:
         with self.lock:
@@ -466,7 +471,8 @@ class KubeDouble:
         if crash is not None:
             if crash[1]:
                 with self.lock:
-                    self._dispatch(request, route, body, entry)
+                    done = self._dispatch(request, route, body, entry)
+                    entry.committed = 200 <= done.status < 300
             entry.status = 0
             if request.transport is not None:
                 request.transport.abort()
