@@ -37,6 +37,7 @@ from collections import Counter
 from typing import Any
 
 from lane_router._istio import MANAGED_BY, _check_label_key
+from lane_router._render import gc_paused
 from lane_router._topology import Topology
 
 __all__ = [
@@ -185,8 +186,9 @@ def render_gateway_api(topology: Topology, *, lane_label: str = "lane") -> list[
     routes: list[dict[str, Any]] = []
     _check_label_key(lane_label)
     namer = _Namer(topology)
-    for service in topology.services:
-        s, r = _render_host(topology, service, lane_label, namer)
-        services.extend(s)
-        routes.extend(r)
+    with gc_paused():
+        for service in topology.services:
+            s, r = _render_host(topology, service, lane_label, namer)
+            services.extend(s)
+            routes.extend(r)
     return [*services, *routes]

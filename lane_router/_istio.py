@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lane_router._match import VALID_LANE_REGEX, baggage_regex
+from lane_router._render import gc_paused
 from lane_router._topology import Topology
 
 __all__ = [
@@ -92,44 +93,58 @@ def _metadata(name: str, namespace: str) -> dict[str, Any]:
 
 def istio_http_routes(topology: Topology, service: str) -> list[dict[str, Any]]:
     """x-lane matches, then guarded baggage matches, then the baseline default."""
-    host = fqdn(topology, service)
-    table = topology.routes[service]
-    header = topology.header
-    guard = {header: {"regex": VALID_LANE_REGEX}}
-    by_header: list[dict[str, Any]] = []
-    by_baggage: list[dict[str, Any]] = []
-    for lane in topology.lanes:  # sorted
-        res = table[lane]
-        if res.strict_miss:
-            action: dict[str, Any] = {
-                "directResponse": {
-                    "status": 503,
-                    "body": {"string": strict_miss_body(topology, lane, service)},
-                },
-                "headers": {"response": {"set": {"content-type": "application/json"}}},
-            }
-        elif res.serving != topology.baseline:
-            action = {"route": [{"destination": {"host": host, "subset": res.serving}}]}
-        else:
-            continue  # served by the baseline: the default route does it
+    return _http_routes(topology, service, _lane_strings(topology))
+
+
+def _lane_strings(topology: Topology) -> dict[str, tuple[str, str, str]]:
+    """Per lane: header route name, baggage route name, baggage regex (once per render)."""
+    out = {}
+    for lane in topology.lanes:
         regex = baggage_regex(topology.baggage_key, lane)
         if len(regex) > ISTIO_REGEX_LIMIT:  # pragma: no cover - lane names are <= 63 chars
             raise ValueError(f"baggage regex for lane {lane!r} exceeds Istio's 1,024 characters")
-        by_header.append(
-            {"name": f"lane-{lane}-header", "match": [{"headers": {header: {"exact": lane}}}]}
-            | action
-        )
-        by_baggage.append(
-            {
-                "name": f"lane-{lane}-baggage",
-                "match": [{"headers": {BAGGAGE_HEADER: {"regex": regex}}, "withoutHeaders": guard}],
-            }
-            | action
-        )
-    default = {
-        "name": "baseline",
-        "route": [{"destination": {"host": host, "subset": topology.baseline}}],
-    }
+        out[lane] = (f"lane-{lane}-header", f"lane-{lane}-baggage", regex)
+    return out
+
+
+def _http_routes(
+    topology: Topology, service: str, strings: dict[str, tuple[str, str, str]]
+) -> list[dict[str, Any]]:
+    # Every route gets its own dicts (no shared sub-objects): callers may edit what they get.
+    host = fqdn(topology, service)
+    table = topology.routes[service]
+    header = topology.header
+    baseline = topology.baseline
+    by_header: list[dict[str, Any]] = []
+    by_baggage: list[dict[str, Any]] = []
+    for lane, (header_name, baggage_name, regex) in strings.items():  # sorted lanes
+        candidates = table[lane].candidates
+        if candidates and candidates[0] == baseline:
+            continue  # served by the baseline: the default route does it
+        header_route: dict[str, Any] = {
+            "name": header_name,
+            "match": [{"headers": {header: {"exact": lane}}}],
+        }
+        baggage_route: dict[str, Any] = {
+            "name": baggage_name,
+            "match": [
+                {
+                    "headers": {BAGGAGE_HEADER: {"regex": regex}},
+                    "withoutHeaders": {header: {"regex": VALID_LANE_REGEX}},
+                }
+            ],
+        }
+        if candidates:
+            for route in (header_route, baggage_route):
+                route["route"] = [{"destination": {"host": host, "subset": candidates[0]}}]
+        else:
+            body = strict_miss_body(topology, lane, service)
+            for route in (header_route, baggage_route):
+                route["directResponse"] = {"status": 503, "body": {"string": body}}
+                route["headers"] = {"response": {"set": {"content-type": "application/json"}}}
+        by_header.append(header_route)
+        by_baggage.append(baggage_route)
+    default = {"name": "baseline", "route": [{"destination": {"host": host, "subset": baseline}}]}
     return [*by_header, *by_baggage, default]
 
 
@@ -141,9 +156,19 @@ def render_istio_host(
     export_to: Sequence[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(DestinationRule, VirtualService) of one service; ``export_to=None`` omits ``exportTo``."""
+    _check_label_key(lane_label)
+    return _host(topology, service, lane_label, export_to, None)
+
+
+def _host(
+    topology: Topology,
+    service: str,
+    lane_label: str,
+    export_to: Sequence[str] | None,
+    strings: dict[str, tuple[str, str, str]] | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     if service not in topology.services:
         raise KeyError(service)
-    _check_label_key(lane_label)
     ns = topology.namespace_of(service)
     host = fqdn(topology, service)
     dr_spec: dict[str, Any] = {"host": host}
@@ -154,7 +179,7 @@ def render_istio_host(
     dr_spec["subsets"] = [
         {"name": lane, "labels": {lane_label: lane}} for lane in topology.lanes_of(service)
     ]
-    vs_spec["http"] = istio_http_routes(topology, service)
+    vs_spec["http"] = _http_routes(topology, service, strings or _lane_strings(topology))
     dr = {
         "apiVersion": API_VERSION,
         "kind": "DestinationRule",
@@ -190,7 +215,7 @@ def render_istio_ingress(
     spec: dict[str, Any] = {"hosts": sorted(set(hosts)), "gateways": [gateway]}
     if export_to is not None:
         spec["exportTo"] = list(export_to)
-    spec["http"] = istio_http_routes(topology, service)
+    spec["http"] = _http_routes(topology, service, _lane_strings(topology))
     return {
         "apiVersion": API_VERSION,
         "kind": "VirtualService",
@@ -223,18 +248,20 @@ def render_istio(
             raise ValueError(f"entry service {entry_service!r} is not in the topology")
     drs: list[dict[str, Any]] = []
     vss: list[dict[str, Any]] = []
-    for service in topology.services:
-        export_to: list[str] | None = None
-        if export_local:
-            export_to = ["."]
-            # The gateway reads the entry service's subsets: export its DR to the gateway too.
-            if service == entry_service and gw_ns and gw_ns != topology.namespace_of(service):
-                export_to.append(gw_ns)
-        dr, vs = render_istio_host(topology, service, lane_label=lane_label, export_to=export_to)
-        if export_to is not None:
-            vs["spec"]["exportTo"] = ["."]  # only the subsets are read from the gateway
-        drs.append(dr)
-        vss.append(vs)
+    strings = _lane_strings(topology)
+    with gc_paused():
+        for service in topology.services:
+            export_to: list[str] | None = None
+            if export_local:
+                export_to = ["."]
+                # The gateway reads the entry service's subsets: export its DR to the gateway too.
+                if service == entry_service and gw_ns and gw_ns != topology.namespace_of(service):
+                    export_to.append(gw_ns)
+            dr, vs = _host(topology, service, lane_label, export_to, strings)
+            if export_to is not None:
+                vs["spec"]["exportTo"] = ["."]  # only the subsets are read from the gateway
+            drs.append(dr)
+            vss.append(vs)
     out = [*drs, *vss]
     if gateway is not None and entry_service is not None:
         export_to = None
