@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(
             run_demo(data_plane=args.data_plane, serve=args.serve, repeat=args.repeat)
         )
+    except asyncio.CancelledError:  # SIGINT/SIGTERM before the table: children already stopped
+        return 130
     except (RuntimeError, TimeoutError) as exc:
         print(f"lanes demo: {exc}")
         return 2

@@ -13,7 +13,7 @@ from typing import Any
 from lane_router._topology import Topology
 from lanes_sdk._wire import lane_from_headers
 
-__all__ = ["CallGraph", "Hop", "entry_lane", "hops_of", "predict_path"]
+__all__ = ["CallGraph", "Hop", "entry_lane", "hops_of", "predict_path", "predict_reload_paths"]
 
 Hop = tuple[str, str | None, int]
 CallGraph = Mapping[str, Sequence[Sequence[str]]]
@@ -57,6 +57,37 @@ def predict_path(
         for downstream in stage:
             path.extend(predict_path(topology, calls, downstream, lane, down=down))
     return path
+
+
+def predict_reload_paths(
+    old: Topology,
+    new: Topology,
+    calls: CallGraph,
+    service: str,
+    lane: str | None,
+    *,
+    switched: bool = False,
+) -> set[tuple[Hop, ...]]:
+    """Every path a request may take while a data plane swaps ``old`` for ``new``.
+
+    Each hop is routed by the table live when it arrives, so a request in flight across the
+    swap can mix them; but a hop routed by ``new`` only has ``new`` hops below it.
+    """
+    out: set[tuple[Hop, ...]] = set()
+    for use_new in (True,) if switched else (False, True):
+        resolution = (new if use_new else old).resolve(service, lane)
+        if resolution is None:
+            raise KeyError(f"unknown service {service!r}")
+        if resolution.serving is None:
+            out.add(((service, None, STRICT_MISS),))
+            continue
+        paths: list[tuple[Hop, ...]] = [((service, resolution.serving, 200),)]
+        for stage in calls.get(service, ()):
+            for downstream in stage:
+                below = predict_reload_paths(old, new, calls, downstream, lane, switched=use_new)
+                paths = [p + b for p in paths for b in below]
+        out.update(paths)
+    return out
 
 
 def hops_of(payload: Any, *, service: str, status: int) -> list[Hop]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import sys
 import time
@@ -54,7 +53,36 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) ->
 async def run_demo(
     *, data_plane: str = "sidecar", serve: bool = False, repeat: int = 3, out: TextIO = sys.stdout
 ) -> int:
-    """Run the demo; 0 when every hop of every request is what the routing core predicts."""
+    """Run the demo; 0 when every hop of every request is what the routing core predicts.
+
+    SIGINT/SIGTERM stop it at any point, and every process it started is stopped by its PID
+    (the children run in their own sessions, so a terminal's Ctrl-C reaches only this one).
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if serve and not stop.is_set():
+            stop.set()
+        elif task is not None:
+            task.cancel()
+
+    handled = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, on_signal)
+            handled.append(signum)
+        except (ValueError, RuntimeError):  # not the main thread: leave signals alone
+            pass
+    try:
+        return await _demo(data_plane, serve, repeat, out, stop)
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+
+
+async def _demo(data_plane: str, serve: bool, repeat: int, out: TextIO, stop: asyncio.Event) -> int:
     started = time.monotonic()
     bp = bookinfo()
     out.write(f"Starting bookinfo on 127.0.0.1 with the {data_plane} data plane ...\n")
@@ -63,10 +91,11 @@ async def run_demo(
     try:
         topo = mesh.topology
         assert topo is not None
+        pids = ", ".join(str(c.pid) for c in mesh.children)
         out.write(
-            f"{len(mesh.endpoints)} service versions in {len(mesh.children)} worker process(es), "
+            f"{len(mesh.endpoints)} service versions in worker pid {pids}; "
             f"{data_plane} pid {mesh.plane.child.pid} on {mesh.plane.address} "
-            f"(admin {mesh.plane.admin}), ready in {time.monotonic() - started:.1f} s\n\n"
+            f"(admin {mesh.plane.admin}); ready in {time.monotonic() - started:.1f} s\n\n"
         )
         out.write("Lanes:\n")
         width = max(len(n) for n in topo.lanes)
@@ -112,7 +141,7 @@ async def run_demo(
         else:
             out.write(f"OK: all {total} requests routed as the routing core predicts.\n")
         if serve:
-            await _serve(mesh, out)
+            await _serve(mesh, out, stop)
         return 1 if failures else 0
     finally:
         await mesh.stop()
@@ -120,7 +149,7 @@ async def run_demo(
         out.flush()
 
 
-async def _serve(mesh: Mesh, out: TextIO) -> None:
+async def _serve(mesh: Mesh, out: TextIO, stop: asyncio.Event) -> None:
     addr = mesh.plane.address
     stats = "metrics" if mesh.plane.kind == "sidecar" else "stats"
     out.write(
@@ -133,13 +162,4 @@ async def _serve(mesh: Mesh, out: TextIO) -> None:
         f"  curl -s http://{mesh.plane.admin}/{stats}\n"
     )
     out.flush()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(signum)
+    await stop.wait()
