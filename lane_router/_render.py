@@ -107,6 +107,12 @@ def _string(value: str) -> str:
     return text
 
 
+def _key(key: Any) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"mapping keys must be strings, got {key!r}")
+    return _string(key)
+
+
 def _escape(m: re.Match[str]) -> str:
     code = ord(m.group())
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
@@ -145,9 +151,7 @@ def _block(out: list[str], node: Any, pad: str) -> None:
     if _is_mapping(node):
         inner = pad + "  "
         for key, value in node.items():
-            if not isinstance(key, str):
-                raise TypeError(f"mapping keys must be strings, got {key!r}")
-            name = _STRINGS.get(key) or _string(key)
+            name = _STRINGS.get(key) or _key(key)
             if isinstance(value, str):
                 append(f"{pad}{name}: {_STRINGS.get(value) or _string(value)}\n")
             elif isinstance(value, list | tuple):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -100,3 +101,10 @@ def test_unprintable_and_line_separator_characters_are_escaped() -> None:
     text = dump_yaml([{"v": values}])
     assert not set(text) & set(values[:6])  # only escapes reach the file
     assert yaml.safe_load(text) == {"v": values}
+
+
+def test_non_string_keys_and_unknown_types_are_refused() -> None:
+    with pytest.raises(TypeError, match="keys must be strings"):
+        dump_yaml([{"a": {1: "x"}}])
+    with pytest.raises(TypeError, match="set"):
+        dump_yaml([{"a": {"x"}}])
