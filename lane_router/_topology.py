@@ -108,7 +108,7 @@ class Resolution:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Topology:
-    """A validated topology. Build with :meth:`build`, :meth:`from_dict` or :func:`load_topology`."""
+    """A validated topology: :meth:`build`, :meth:`from_dict` or :func:`load_topology` make one."""
 
     lanes: Mapping[str, Lane]  # declared lanes, sorted, baseline excluded
     services: Mapping[str, Service]  # sorted
