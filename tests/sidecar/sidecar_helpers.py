@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,9 +287,14 @@ def connect(addr: tuple[str, int], timeout: float = DEADLINE) -> socket.socket:
     return sock
 
 
+_readers: weakref.WeakKeyDictionary[socket.socket, Any] = weakref.WeakKeyDictionary()
+
+
 def read_response(sock: socket.socket, *, head: bool = False) -> tuple[int, dict[str, str], bytes]:
     """Read one HTTP/1.1 response (Content-Length, chunked or close-delimited)."""
-    f = sock.makefile("rb")
+    f = _readers.get(sock)
+    if f is None:  # one buffered reader per socket: pipelined responses arrive together
+        f = _readers[sock] = sock.makefile("rb")
     status_line = f.readline()
     if not status_line:
         raise ConnectionError("connection closed before a response")
