@@ -70,13 +70,26 @@ def _lua_string(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+def _compact(lua: str) -> str:
+    """The filter without its comment lines and blank lines (the rules live in the file)."""
+    kept = (
+        line for line in lua.splitlines() if line.strip() and not line.lstrip().startswith("--")
+    )
+    return "\n".join(kept) + "\n"
+
+
+_LUA_COMPACT = _compact(LUA_FILTER)
+
+
 def lua_source(topology: Topology) -> str:
-    """The Lua filter, bound to the topology's routing header and baggage key."""
+    """The Lua filter as embedded: bound to the topology's routing header and baggage key,
+    comments left in ``envoy/lanes.lua`` (same code)."""
     preamble = (
+        "-- traffic-lanes lane filter; commented source: envoy/lanes.lua\n"
         f"local LANES_HEADER, LANES_BAGGAGE_KEY = "
         f"{_lua_string(topology.header)}, {_lua_string(topology.baggage_key)}\n"
     )
-    return preamble + LUA_FILTER
+    return preamble + _LUA_COMPACT
 
 
 def _socket_address(text: str, what: str) -> dict[str, Any]:

@@ -27,7 +27,7 @@ local function valid(value)
   if value == nil or #value > MAX_RAW then
     return nil
   end
-  local first, last = find(value, "^[ \t]*")
+  local _, last = find(value, "^[ \t]*")
   local s = last + 1
   local e = #value
   while e >= s do

@@ -179,7 +179,10 @@ def test_addresses(topo: Topology) -> None:
 def test_lua_is_the_shipped_filter_bound_to_the_topology() -> None:
     topo = Topology.from_dict({**DOC, "header": "x-env-lane", "baggageKey": "env.lane"})
     lua = _hcm(render_envoy(topo))["http_filters"][0]["typed_config"]["default_source_code"]
-    first, _, rest = lua["inline_string"].partition("\n")
-    assert first == 'local LANES_HEADER, LANES_BAGGAGE_KEY = "x-env-lane", "env.lane"'
-    assert rest == LUA_FILTER == lua_source(topo).partition("\n")[2]
+    assert lua["inline_string"] == lua_source(topo)
+    lines = lua["inline_string"].splitlines()
+    assert lines[1] == 'local LANES_HEADER, LANES_BAGGAGE_KEY = "x-env-lane", "env.lane"'
+    # The embedded code is the shipped file's code, comments and blank lines aside.
+    code = [ln for ln in LUA_FILTER.splitlines() if ln.strip() and not ln.lstrip().startswith("--")]
+    assert lines[2:] == code
     assert (ROOT / "envoy" / "lanes.lua").read_text(encoding="utf-8") == LUA_FILTER
