@@ -8,7 +8,8 @@ Istio (istio.io VirtualService reference; Envoy route matching):
 * routes are tried in order, the first whose ``match`` holds wins; no ``match`` = catch-all;
 * entries of ``match`` are OR, conditions inside one entry AND;
 * ``headers``: ``exact``/``prefix``/``regex`` (RE2, whole value), ``{}`` = present; a missing
-  header fails the condition; ``withoutHeaders`` is the negation (a missing header passes);
+  header fails the condition; ``withoutHeaders`` is the negation, and a missing header passes it
+  (istiod sets ``invert_match`` and ``treat_missing_header_as_empty`` on the Envoy matcher);
 * header names are case-insensitive, values are trimmed of OWS by the HTTP codec;
 * repeated header lines: Envoy 1.40 tests each field line (any line matching wins); older Envoys
   joined them with ``,``. ``mode`` picks one; the tests run both.
