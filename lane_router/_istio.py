@@ -25,6 +25,12 @@ the default included, names a subset, so untagged traffic never reaches a lane's
 Istio has no fallback between subsets (istio#41787): a lane routes to the version that serves it
 (``Resolution.serving``); when that version has no ready pod, Istio answers 503 UH. The Envoy
 renderer and the sidecar fall back along ``Resolution.candidates`` instead.
+
+Limits of header matching (the SDK's extract is exact, a regex per lane is not): a ``baggage``
+carrying two *different valid* lane members goes to the first lane in sorted order that matches,
+not the first member; a percent-encoded lane value (``lane=feature%2Da``) is not matched. The
+baggage guard needs istiod's translation of ``withoutHeaders`` (``invert_match`` with
+``treat_missing_header_as_empty``), checked on a real Envoy in ``tests/routing``.
 """
 
 from __future__ import annotations
