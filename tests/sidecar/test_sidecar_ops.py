@@ -1,0 +1,197 @@
+"""Operating the sidecar: passive health and fallback, reload, drain on SIGTERM, admin, IPv6."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+from typing import Any
+
+import pytest
+from sidecar_helpers import connect, free_port, http_get, read_response, request, topology, wait_for
+
+from lane_router import Topology
+
+
+def _metric(text: str, line_start: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_refused_lane_falls_back_without_errors(upstreams: Any, sidecars: Any) -> None:
+    base = upstreams("baseline")
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens: connections are refused
+    sc = sidecars(
+        topology(reviews={"baseline": [base.endpoint], "feature-a": [dead], "hotfix": [dead]})
+    )
+    for _ in range(20):
+        status, _, body = request(sc, "/", headers={"x-lane": "feature-b"})
+        assert (status, body["served"]) == (200, "baseline")
+    ep = sc.routes()["services"]["reviews"]["versions"]["feature-a"][0]
+    assert ep["endpoint"] == dead and ep["healthy"] is False
+    # Ejected once, then skipped: one refusal for 20 requests, no error window.
+    assert _metric(sc.metrics(), f'lanes_upstream_ejections_total{{endpoint="{dead}"}}') == 1
+    assert 'lane="feature-b",served_by="baseline",code="200"} 20' in sc.metrics()
+    # A strict lane has nowhere to go.
+    status, _, body = request(sc, "/", headers={"x-lane": "hotfix"})
+    assert status == 503
+    assert (body["reason"], body["service"], body["lane"]) == (
+        "no healthy endpoint",
+        "reviews",
+        "hotfix",
+    )
+    assert "refused" in body["detail"].lower()
+
+
+def test_lane_killed_mid_run_falls_back_with_zero_errors(upstreams: Any, sidecars: Any) -> None:
+    base, fa = upstreams("baseline"), upstreams("feature-a")
+    sc = sidecars(topology(reviews={"baseline": [base.endpoint], "feature-a": [fa.endpoint]}))
+    served = []
+    with connect(sc.proxy) as sock:
+        for i in range(60):
+            if i == 20:
+                fa.stop()  # its pooled connections close under the sidecar
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: reviews\r\nx-lane: feature-a\r\n\r\n")
+            status, _, raw = read_response(sock)
+            assert status == 200, raw
+            served.append(json.loads(raw)["served"])
+    assert served[:20] == ["feature-a"] * 20
+    assert served[20:] == ["baseline"] * 40
+
+
+def test_upstream_reset_is_502_json(sidecars: Any) -> None:
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(8)
+
+    def reset_all() -> None:
+        while True:
+            try:
+                conn, _ = lsock.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
+            conn.close()  # RST, no response
+
+    thread = threading.Thread(target=reset_all, daemon=True)
+    thread.start()
+    try:
+        sc = sidecars(topology(reviews={"baseline": [f"127.0.0.1:{lsock.getsockname()[1]}"]}))
+        status, _, body = request(sc, "/", headers={"x-lane": "feature-a"})
+        assert status == 502
+        assert (body["reason"], body["service"], body["lane"]) == (
+            "upstream reset",
+            "reviews",
+            "feature-a",
+        )
+        assert sc.alive()
+    finally:
+        lsock.close()
+
+
+def test_reload_on_file_change_and_bad_file_keeps_table(upstreams: Any, sidecars: Any) -> None:
+    base, fa = upstreams("baseline"), upstreams("feature-a")
+    sc = sidecars(topology(reviews={"baseline": [base.endpoint]}), "--reload-interval", "0.1")
+    assert request(sc, "/", headers={"x-lane": "feature-a"})[2]["served"] == "baseline"
+    sc.write(topology(reviews={"baseline": [base.endpoint], "feature-a": [fa.endpoint]}))
+    wait_for(lambda: sc.generation() == 2, "generation 2")
+    assert request(sc, "/", headers={"x-lane": "feature-a"})[2]["served"] == "feature-a"
+    bad = topology(reviews={"baseline": [base.endpoint]})
+    bad["lanes"]["feature-b"]["fallback"] = "nowhere"
+    sc.write(bad)
+    wait_for(lambda: _metric(sc.metrics(), "lanes_reload_failures_total") == 1, "a failure")
+    assert sc.generation() == 2
+    assert request(sc, "/", headers={"x-lane": "feature-a"})[2]["served"] == "feature-a"
+    log = sc.logs()
+    assert "lanes.feature-b.fallback (line" in log and "unknown lane 'nowhere'" in log
+    assert "keeping table generation 2" in log
+
+
+def test_reload_on_sighup(upstreams: Any, sidecars: Any) -> None:
+    base, fa = upstreams("baseline"), upstreams("feature-a")
+    sc = sidecars(topology(reviews={"baseline": [base.endpoint]}), "--reload-interval", "0")
+    sc.write(topology(reviews={"baseline": [base.endpoint], "feature-a": [fa.endpoint]}))
+    assert request(sc, "/", headers={"x-lane": "feature-a"})[2]["served"] == "baseline"
+    os.kill(sc.pid, signal.SIGHUP)
+    wait_for(lambda: sc.generation() == 2, "generation 2 after SIGHUP")
+    assert request(sc, "/", headers={"x-lane": "feature-a"})[2]["served"] == "feature-a"
+
+
+def test_sigterm_drains_in_flight_requests(upstreams: Any, sidecars: Any) -> None:
+    base = upstreams("baseline")
+    sc = sidecars(topology(reviews={"baseline": [base.endpoint]}))
+    results: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(request(sc, "/sleep?s=1"))) for _ in range(5)
+    ]
+    for t in threads:
+        t.start()
+    wait_for(lambda: base.requests == 5, "5 requests in flight")
+    os.kill(sc.pid, signal.SIGTERM)
+    wait_for(lambda: http_get(sc.admin, "/readyz")[0] == 503, "not ready while draining")
+    for t in threads:
+        t.join(10)
+    assert [r[0] for r in results] == [200] * 5
+    assert sc.proc.wait(10) == 0
+    with pytest.raises(OSError):
+        connect(sc.proxy)
+
+
+def test_admin_endpoints(upstreams: Any, sidecars: Any) -> None:
+    base, fa = upstreams("baseline"), upstreams("feature-a")
+    topo = topology(
+        reviews={"baseline": [base.endpoint], "feature-a": [fa.endpoint]},
+        ratings={"baseline": [base.endpoint]},
+    )
+    sc = sidecars(topo)
+    for lane in ("feature-b", "feature-b", "hotfix"):
+        request(sc, "/", headers={"x-lane": lane})
+    status, _, raw = http_get(sc.admin, "/healthz")
+    assert (status, json.loads(raw)) == (200, {"status": "ok"})
+    status, _, raw = http_get(sc.admin, "/readyz")
+    ready = json.loads(raw)
+    assert status == 200 and ready["ready"] is True
+    assert ready["listen"] == [f"{sc.proxy[0]}:{sc.proxy[1]}"]
+    text = sc.metrics()
+    fb = 'service="reviews",lane="feature-b"'
+    assert f'lanes_requests_total{{{fb},served_by="feature-a",code="200"}} 2' in text
+    assert (
+        'lanes_requests_total{service="reviews",lane="hotfix",served_by="-",code="503"} 1' in text
+    )
+    assert (
+        'lanes_request_duration_seconds_bucket{service="reviews",lane="feature-b",le="+Inf"} 2'
+        in (text)
+    )
+    for name in ("lanes_reload_failures_total 0", "lanes_open_connections ", "lanes_ready 1"):
+        assert name in text
+    routes = sc.routes()
+    expected = Topology.from_dict(topo).routes
+    for svc, per_lane in expected.items():
+        for lane, res in per_lane.items():
+            assert routes["services"][svc]["lanes"][lane]["candidates"] == list(res.candidates)
+
+
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback")
+def test_ipv6_listener_and_upstream(upstreams: Any, sidecars: Any) -> None:
+    base = upstreams("baseline", host="::1")
+    sc = sidecars(topology(reviews={"baseline": [base.endpoint]}), listen="[::1]:0")
+    assert sc.proxy[0] == "::1"
+    status, _, body = request(sc, "/", headers={"x-lane": "feature-a"})
+    assert (status, body["served"]) == (200, "baseline")
+    assert ["x-forwarded-for", "::1"] in body["headers"]
