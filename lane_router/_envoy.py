@@ -23,6 +23,7 @@ built in a fixed order from the (sorted) topology: the same input gives byte-ide
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 
@@ -296,10 +297,15 @@ def _aggregate_cluster(service: str, candidates: tuple[str, ...]) -> dict[str, A
 
 
 def _clusters(
-    topology: Topology, *, connect_timeout: float, health_check_interval: float | None
+    topology: Topology,
+    services: list[str],
+    *,
+    connect_timeout: float,
+    health_check_interval: float | None,
 ) -> list[dict[str, Any]]:
     clusters: list[dict[str, Any]] = []
-    for service, svc in topology.services.items():
+    for service in services:
+        svc = topology.services[service]
         for lane in topology.lanes_of(service):
             clusters.append(
                 _version_cluster(
@@ -351,13 +357,24 @@ def render_envoy(
     connect_timeout: float = 1.0,
     health_check_interval: float | None = None,
     node_id: str = "traffic-lanes",
+    services: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """The Envoy bootstrap (a plain dict, dump it as JSON or YAML) for ``topology``.
 
     ``listen`` and ``admin`` are ``ip:port`` (``[::1]:15001`` for IPv6, port 0 for a kernel-chosen
-    port); ``admin=None`` leaves the admin interface out. ``health_check_interval=None`` turns
-    the active TCP health check off (passive health and retries still fail over).
+    port); ``admin=None`` leaves the admin interface out. ``health_check_interval`` (seconds)
+    adds an active TCP health check; without it passive health and retries still fail over.
+    ``services`` renders only those services (a workload's outbound dependencies): Envoy's
+    memory and start time grow with the number of clusters.
     """
+    if services is None:
+        names = list(topology.services)
+    else:
+        wanted = set(services)
+        unknown = sorted(wanted - set(topology.services))
+        if unknown:
+            raise ValueError(f"services: not in the topology: {', '.join(unknown)}")
+        names = [s for s in topology.services if s in wanted]
     hcm = {
         "@type": _TYPE_URL
         + "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -367,7 +384,7 @@ def render_envoy(
         "http_protocol_options": {"accept_http_10": True},
         "route_config": {
             "name": ROUTE_CONFIG_NAME,
-            "virtual_hosts": [_virtual_host(topology, s) for s in topology.services],
+            "virtual_hosts": [_virtual_host(topology, s) for s in names],
         },
         "http_filters": [
             {
@@ -405,6 +422,7 @@ def render_envoy(
             ],
             "clusters": _clusters(
                 topology,
+                names,
                 connect_timeout=connect_timeout,
                 health_check_interval=health_check_interval,
             ),

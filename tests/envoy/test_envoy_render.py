@@ -186,3 +186,11 @@ def test_lua_is_the_shipped_filter_bound_to_the_topology() -> None:
     code = [ln for ln in LUA_FILTER.splitlines() if ln.strip() and not ln.lstrip().startswith("--")]
     assert lines[2:] == code
     assert (ROOT / "envoy" / "lanes.lua").read_text(encoding="utf-8") == LUA_FILTER
+
+
+def test_a_subset_of_services(topo: Topology) -> None:
+    bootstrap = render_envoy(topo, services=["ratings"])
+    assert [v["name"] for v in _hcm(bootstrap)["route_config"]["virtual_hosts"]] == ["ratings"]
+    assert all(c["name"].startswith("ratings|") for c in bootstrap["static_resources"]["clusters"])
+    with pytest.raises(ValueError, match="nosuch"):
+        render_envoy(topo, services=["ratings", "nosuch"])
