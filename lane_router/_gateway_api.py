@@ -80,14 +80,6 @@ class _Namer:
         return f"{name[:52].rstrip('-')}-{digest}"
 
 
-def _backend_lanes(topology: Topology, service: str) -> list[str]:
-    """Deployed lanes plus strict lanes that miss (their backend selects no pod)."""
-    table = topology.routes[service]
-    lanes = set(topology.lanes_of(service))
-    lanes.update(lane for lane in topology.lanes if table[lane].strict_miss)
-    return [lane for lane in topology.all_lanes if lane in lanes]
-
-
 def render_gateway_api_host(
     topology: Topology, service: str, *, lane_label: str = "lane"
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -103,8 +95,20 @@ def _render_host(
         raise KeyError(service)
     ns = topology.namespace_of(service)
     port = topology.services[service].port
+    baseline = topology.baseline
+    # Group lanes by the backend that answers them: the serving lane, or for a strict miss the
+    # strict lane itself, whose backend selects no pod (the lane does not deploy the service).
+    table = topology.routes[service]
+    groups: dict[str, list[str]] = {}
+    for lane in topology.lanes:
+        candidates = table[lane].candidates
+        target = candidates[0] if candidates else lane
+        if target != baseline:
+            groups.setdefault(target, []).append(lane)
+    versions = topology.services[service].versions
+    backend_lanes = [x for x in topology.all_lanes if x in versions or x in groups]
     backends: list[dict[str, Any]] = []
-    for lane in _backend_lanes(topology, service):
+    for lane in backend_lanes:
         backends.append(
             {
                 "apiVersion": "v1",
@@ -123,15 +127,6 @@ def _render_host(
             }
         )
 
-    # Group lanes by the backend that answers them (the serving lane, or the strict lane).
-    table = topology.routes[service]
-    groups: dict[str, list[str]] = {}
-    for lane in topology.lanes:
-        res = table[lane]
-        target = lane if res.strict_miss else res.serving
-        if target == topology.baseline:
-            continue
-        groups.setdefault(str(target), []).append(lane)
     rules: list[dict[str, Any]] = []
     for target in sorted(groups):
         lanes = groups[target]
@@ -145,7 +140,7 @@ def _render_host(
                     "backendRefs": [{"name": namer(service, target), "port": port}],
                 }
             )
-    default = {"backendRefs": [{"name": namer(service, topology.baseline), "port": port}]}
+    default = {"backendRefs": [{"name": namer(service, baseline), "port": port}]}
 
     # Pack lane rules into routes; the first route keeps a slot for the default rule, whose
     # implicit "PathPrefix /" match counts towards the 128.
