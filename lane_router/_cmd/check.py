@@ -14,8 +14,9 @@ __all__ = ["HELP", "add_arguments", "format_matrix", "run"]
 HELP = "validate a topology file and print the lane x service table"
 
 LEGEND = (
-    "legend: NAME = the lane's own version; NAME* = falls back to NAME's version; "
-    "503 = strict lane without a version (answers 503)"
+    "legend: NAME   the lane's own version\n"
+    "        NAME*  falls back to NAME's version\n"
+    "        503    a strict lane (or a walk ending in one) without a version: answers 503"
 )
 
 
