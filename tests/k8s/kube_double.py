@@ -462,7 +462,7 @@ class KubeDouble:
         body = await request.read()
         if body:
             try:
-                entry.body = yaml.safe_load(body)
+                entry.body = _load(body)
             except yaml.YAMLError:
                 entry.body = body
         if route is None:
@@ -589,7 +589,7 @@ class KubeDouble:
             return _status(400, "BadRequest", "the double applies only to the main resource")
         force = query.get("force") in ("true", "1")
         try:
-            cfg = yaml.safe_load(body)
+            cfg = _load(body)
         except yaml.YAMLError as exc:
             return _status(400, "BadRequest", f"invalid YAML: {exc}")
         kind, ns, name = key
@@ -786,6 +786,14 @@ class KubeDouble:
                     self._watchers.remove(watcher)
                 self.changed.notify_all()
         return resp
+
+
+def _load(body: bytes) -> Any:
+    """An apply body is YAML; clients send JSON (valid YAML 1.2), parsed fast first."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return yaml.load(body, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _selects(selector: str, obj: dict[str, Any]) -> bool:
