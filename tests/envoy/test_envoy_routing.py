@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 
 import aiohttp
@@ -287,5 +289,28 @@ async def test_post_body_reaches_the_lane(envoy: EnvoyProcess) -> None:
     assert (body["lane"], body["body_bytes"], body["x-lane"]) == (
         "feature-b",
         len(payload),
+        ["feature-c"],
+    )
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_http2_cleartext_client(envoy: EnvoyProcess) -> None:
+    # h2c with prior knowledge: :authority picks the service, the Lua filter sees h2 headers.
+    done = subprocess.run(
+        [
+            "curl", "-sS", "--http2-prior-knowledge", "--max-time", "10",
+            "-H", "host: ratings.ratings-ns.svc.cluster.local:9080",
+            "-H", "baggage: k=v", "-H", "baggage: lane=feature-c",
+            "-w", "\n%{http_version}", envoy.url("/h2"),
+        ],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    body, _, version = done.stdout.rpartition("\n")
+    assert version == "2"
+    answer = json.loads(body)
+    # feature-c -> feature-b deploys ratings
+    assert (answer["service"], answer["lane"], answer["x-lane"]) == (
+        "ratings",
+        "feature-b",
         ["feature-c"],
     )
