@@ -130,3 +130,14 @@ def test_rbac_grants_what_the_controller_needs_and_no_more() -> None:
         for g, r, v in rules
         if r in ("deployments", "services", "trafficlanes")
     )
+
+
+def test_envoyfilter_lua_is_the_tested_envoy_filter_verbatim() -> None:
+    (ef,) = [d for _, d in DOCS if d["kind"] == "EnvoyFilter"]
+    (patch,) = ef["spec"]["configPatches"]
+    code = patch["patch"]["value"]["typed_config"]["default_source_code"]["inline_string"]
+    assert code == (REPO / "envoy" / "lanes.lua").read_text(encoding="utf-8")
+    assert patch["patch"]["operation"] == "INSERT_BEFORE"
+    assert patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"] == (
+        "envoy.filters.http.router"
+    )
