@@ -6,9 +6,7 @@ import asyncio
 import random
 import signal
 
-from conftest import lane_cases, pump
-
-from lane_router._demo import Blueprint, Mesh, Version, shop
+from lane_router._demo import Blueprint, Mesh, Version, lane_cases, pump, shop
 from lane_router._demo._proc import wait_until
 
 REQUESTS = 3_000

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import lane_cases
 
-from lane_router._demo import Mesh, bookinfo, shop
+from lane_router._demo import Mesh, bookinfo, lane_cases, shop
 
 
 @pytest.mark.parametrize("mode", ["host", "proxy"])

@@ -7,14 +7,10 @@ import dataclasses
 import random
 import signal
 
-from conftest import lane_cases, needs_sidecar, pump
-
-from lane_router._demo import Mesh, parse_prometheus, shop, start_plane
+from lane_router._demo import Mesh, lane_cases, parse_prometheus, pump, shop, start_plane
 from lane_router._demo._predict import entry_lane, predict_reload_paths
 from lane_router._demo._proc import wait_until
 from lane_router._topology import Lane
-
-pytestmark = needs_sidecar
 
 REQUESTS = 3_000
 CONCURRENCY = 32
