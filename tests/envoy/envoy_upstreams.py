@@ -29,11 +29,22 @@ class Fleet:
     def _run(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    def start(self, service: str, lane: str, *, index: int = 0, host: str = "127.0.0.1") -> str:
-        """Start one version's server on an ephemeral port; returns its ``host:port`` endpoint."""
-        return self._run(self._start(service, lane, index, host))
+    def start(
+        self, service: str, lane: str, *, index: int = 0, host: str = "127.0.0.1", port: int = 0
+    ) -> str:
+        """Start one version's server (port 0: ephemeral); returns its ``host:port`` endpoint."""
+        return self._run(self._start(service, lane, index, host, port))
 
-    async def _start(self, service: str, lane: str, index: int, host: str) -> str:
+    async def astart(
+        self, service: str, lane: str, *, index: int = 0, host: str = "127.0.0.1", port: int = 0
+    ) -> str:
+        """:meth:`start` for a caller running its own event loop."""
+        fut = asyncio.run_coroutine_threadsafe(
+            self._start(service, lane, index, host, port), self._loop
+        )
+        return await asyncio.wrap_future(fut)
+
+    async def _start(self, service: str, lane: str, index: int, host: str, port: int) -> str:
         async def answer(request: web.Request) -> web.Response:
             body = await request.read()
             return web.json_response(
@@ -66,7 +77,7 @@ class Fleet:
             max_line_size=65536,
         )
         await runner.setup()
-        site = web.TCPSite(runner, host, 0)
+        site = web.TCPSite(runner, host, port)
         await site.start()
         port = runner.addresses[0][1]
         self._runners[(service, lane, index)] = runner

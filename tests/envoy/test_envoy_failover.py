@@ -9,6 +9,8 @@ has one feature-b endpoint, two feature-a endpoints and one baseline endpoint. C
 2. stop one feature-a (of 2) -> everything stays on the surviving feature-a endpoint
 3. stop the other feature-a  -> feature-a and feature-b requests go to the baseline
 
+A last test restarts a stopped version: with the active check its lane comes back to it.
+
 Every request of the run must answer 200, and every request that started and ended between two
 stops must come from the version the walk names for that state. Envoy's counters prove that
 connections really failed and were retried (the path under test was taken).
@@ -169,3 +171,49 @@ async def _run_scenario(fleet: Fleet, proxy: EnvoyProcess, *, active_checks: boo
     if not active_checks:  # only failed requests can have revealed the stopped versions
         assert retried > 0
     assert stats[f"cluster.{cluster_name('cart', 'baseline')}.upstream_rq_completed"] > 0
+
+
+async def test_restarted_version_takes_its_traffic_back(
+    fleet: Fleet, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # With the active check, a lane version that comes back (same address, as a redeployed pod
+    # behind a stable endpoint) serves its lane again without touching Envoy; no request fails.
+    endpoint = fleet.start("cart", "feature-a")
+    topo = Topology.from_dict(
+        {
+            "lanes": {"feature-a": {}},
+            "services": {
+                "cart": {
+                    "versions": {
+                        "baseline": [fleet.start("cart", "baseline")],
+                        "feature-a": [endpoint],
+                    }
+                }
+            },
+        }
+    )
+    port = int(endpoint.rsplit(":", 1)[1])
+    bootstrap = render_envoy(
+        topo, listen="127.0.0.1:0", admin="127.0.0.1:0", health_check_interval=0.2
+    )
+    workdir = tmp_path_factory.mktemp("envoy-restart")
+    answers: list[tuple[int, str]] = []
+    with running_envoy(bootstrap, workdir=workdir) as proxy:
+        async with aiohttp.ClientSession() as session:
+
+            async def ask() -> str:
+                headers = {"host": "cart", "x-lane": "feature-a"}
+                async with session.get(proxy.url("/"), headers=headers) as resp:
+                    raw = await resp.read()
+                    answers.append((resp.status, raw.decode("latin-1")[:200]))
+                    return json.loads(raw)["lane"] if resp.status == 200 else "error"
+
+            assert await ask() == "feature-a"
+            await fleet.astop("cart", "feature-a")
+            assert await ask() == "baseline"
+            await fleet.astart("cart", "feature-a", port=port)
+            deadline = asyncio.get_running_loop().time() + 20
+            while await ask() != "feature-a":  # poll with real requests, under a deadline
+                assert asyncio.get_running_loop().time() < deadline, "never came back"
+                await asyncio.sleep(0.02)
+    assert all(status == 200 for status, _ in answers), answers
