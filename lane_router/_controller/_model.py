@@ -215,6 +215,10 @@ def _build(
                 m = _LANE_KEY_RE.match(problem)
                 if m and m.group(1) in lanes:
                     bad[m.group(1)] = problem
+                _, cycle, members = problem.partition("fallback cycle ")
+                for name in members.split(" -> ") if cycle else ():
+                    if name in lanes:  # every member of a cycle, not just the first named
+                        bad[name] = f"lanes.{name}.fallback: fallback cycle {members}"
             if not bad:
                 raise
             for name, problem in bad.items():

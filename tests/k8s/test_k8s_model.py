@@ -1,0 +1,189 @@
+"""The controller's pure parts: cluster objects to a topology, and the write plan for a host."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from conftest import deployment, lane, service
+
+from lane_router._controller import (
+    build_namespace,
+    desired_host,
+    host_keys,
+    parse_ttl,
+    plan_host,
+    status_patch,
+)
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def model(lanes, deps, services=("reviews", "ratings")):
+    return build_namespace(
+        "shop",
+        lanes=lanes,
+        deployments=deps,
+        services=[service(s) for s in services],
+        now=NOW,
+        baseline="baseline",
+        header="x-lane",
+        baggage_key="lane",
+    )
+
+
+def created(obj, ago: timedelta):
+    obj["metadata"]["creationTimestamp"] = (NOW - ago).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90),
+        ("1h30m", 5400),
+        ("7d", 604800),
+        ("", None),
+        ("5", None),
+        ("1h 2m", None),
+        ("h", None),
+        (None, None),
+        ("1x", None),
+    ],
+)
+def test_parse_ttl(text, seconds) -> None:
+    got = parse_ttl(text)
+    assert (got.total_seconds() if got else None) == seconds
+
+
+def test_expired_lane_is_skipped_in_fallback_chains() -> None:
+    m = model(
+        [
+            created(lane("a", ttl="1h"), timedelta(hours=2)),
+            lane("b", fallback="a"),
+            created(lane("c", ttl="1h"), timedelta(minutes=10)),
+        ],
+        [
+            deployment("reviews", "baseline"),
+            deployment("reviews", "a"),
+            deployment("reviews", "b"),
+            deployment("ratings", "baseline"),
+        ],
+    )
+    assert m.lanes["a"].expired and not m.lanes["a"].live
+    assert m.topology.chains["b"] == ("b", "baseline")
+    assert "a" not in m.topology.services["reviews"].versions
+    assert m.next_expiry == NOW + timedelta(minutes=50)
+
+
+def test_a_bad_lane_is_left_out_alone() -> None:
+    m = model(
+        [lane("x", fallback="y"), lane("y", fallback="x"), lane("z", fallback="nope"), lane("ok")],
+        [
+            deployment("reviews", "baseline"),
+            deployment("reviews", "x"),
+            deployment("reviews", "ok"),
+            deployment("ratings", "baseline"),
+        ],
+    )
+    assert set(m.topology.lanes) == {"ok"}
+    assert "cycle" in m.lanes["x"].problem and "cycle" in m.lanes["y"].problem
+    assert "unknown lane 'nope'" in m.lanes["z"].problem
+    assert m.lanes["ok"].services == ("reviews",)
+
+
+def test_only_available_labelled_versions_of_real_services_count() -> None:
+    m = model(
+        [lane("a")],
+        [
+            deployment("reviews", "baseline"),
+            deployment("reviews", "a", available=0),
+            deployment("ratings", "baseline"),
+            deployment("ratings", "undeclared"),
+            deployment("orphan", "baseline"),
+            deployment("nobase", "a"),
+        ],
+        services=("reviews", "ratings", "nobase"),
+    )
+    assert dict(m.topology.services["reviews"].versions) == {"baseline": ()}
+    assert set(m.topology.services) == {"reviews", "ratings"}
+    assert m.skipped == ("nobase: no 'baseline' version",)
+
+
+def _desired(lanes_deployed):
+    deps = [deployment("reviews", "baseline"), deployment("ratings", "baseline")]
+    deps += [deployment("reviews", x) for x in lanes_deployed]
+    m = model([lane("a"), lane("b")], deps)
+    return desired_host(m.topology, "reviews", lane_label="lane", export_to=["."])
+
+
+def _steps(plan):
+    return [(a.verb, a.kind, a.step) for a in plan.actions]
+
+
+def test_plan_new_host_subsets_first() -> None:
+    dr, vs = _desired(["a"])
+    plan = plan_host("shop", "reviews", desired=(dr, vs), current_dr=None, current_vs=None)
+    assert _steps(plan) == [("apply", "DestinationRule", "dr"), ("apply", "VirtualService", "vs")]
+    assert not any(a.force for a in plan.actions)
+
+
+def test_plan_swap_applies_the_union_then_routes_then_trims() -> None:
+    old_dr, old_vs = _desired(["a"])
+    dr, vs = _desired(["b"])
+    plan = plan_host("shop", "reviews", desired=(dr, vs), current_dr=old_dr, current_vs=old_vs)
+    assert _steps(plan) == [
+        ("apply", "DestinationRule", "dr-union"),
+        ("apply", "VirtualService", "vs"),
+        ("apply", "DestinationRule", "dr-trim"),
+    ]
+    union = {s["name"] for s in plan.actions[0].body["spec"]["subsets"]}
+    assert union == {"baseline", "a", "b"}
+    assert all(a.force for a in plan.actions)
+
+
+def test_plan_removal_routes_first_and_no_op_when_equal() -> None:
+    old_dr, old_vs = _desired(["a"])
+    dr, vs = _desired([])
+    plan = plan_host("shop", "reviews", desired=(dr, vs), current_dr=old_dr, current_vs=old_vs)
+    assert _steps(plan) == [
+        ("apply", "VirtualService", "vs"),
+        ("apply", "DestinationRule", "dr-trim"),
+    ]
+    same = plan_host("shop", "reviews", desired=(dr, vs), current_dr=dr, current_vs=vs)
+    assert same.actions == () and same.conflicts == ()
+    gone = plan_host("shop", "reviews", desired=None, current_dr=dr, current_vs=vs)
+    assert [(a.verb, a.kind) for a in gone.actions] == [
+        ("delete", "VirtualService"),
+        ("delete", "DestinationRule"),
+    ]
+
+
+def test_plan_never_touches_an_object_without_the_label() -> None:
+    dr, vs = _desired(["a"])
+    theirs = {**vs, "metadata": {**vs["metadata"], "labels": {}}}
+    plan = plan_host("shop", "reviews", desired=(dr, vs), current_dr=dr, current_vs=theirs)
+    assert plan.actions == () and plan.conflicts == ("VirtualService shop/reviews",)
+    gone = plan_host("shop", "reviews", desired=None, current_dr=None, current_vs=theirs)
+    assert gone.actions == ()
+
+
+@pytest.mark.parametrize(
+    ("hosts", "want"),
+    [
+        (["reviews"], {"reviews"}),
+        (["reviews.shop"], {"reviews"}),
+        (["reviews.shop.svc.cluster.local"], {"reviews"}),
+        (["reviews.blog"], set()),
+        (["example.com"], set()),
+        (["*"], {"*"}),
+    ],
+)
+def test_host_keys(hosts, want) -> None:
+    vs = {"kind": "VirtualService", "metadata": {"namespace": "shop"}, "spec": {"hosts": hosts}}
+    assert host_keys(vs) == want
+
+
+def test_status_patch_nulls_removed_keys() -> None:
+    assert status_patch({"a": 1}, {"a": 1}) is None
+    assert status_patch({"a": 1, "conflicts": ["x"]}, {"a": 2}) == {"a": 2, "conflicts": None}
