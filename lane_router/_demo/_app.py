@@ -9,6 +9,7 @@ exactly what the harness checks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -64,12 +65,15 @@ def version_app(
     version: str,
     calls: Sequence[Sequence[str]],
     downstream: Downstream,
+    latency_ms: float = 0.0,
     middlewares: Sequence[Any] = (),
 ) -> web.Application:
     """The app for ``service`` deployed as ``version`` (a deployment label, like a pod's).
 
     ``calls`` are stages run in order; the services of one stage are called concurrently
-    (``asyncio.gather``), so a request exercises both a chain and a fan-out.
+    (``asyncio.gather``), so a request exercises both a chain and a fan-out. ``latency_ms``
+    makes every answer of this version slow (a request is then reliably inside it); a
+    ``?delay=<ms>`` query does the same for one request at the entry.
     """
     inflight = 0
 
@@ -77,12 +81,12 @@ def version_app(
         nonlocal inflight
         inflight += 1
         try:
+            ms = latency_ms
             delay = request.query.get("delay")
             if delay:
-                try:
-                    ms = min(max(float(delay), 0.0), _MAX_DELAY_MS)
-                except ValueError:
-                    ms = 0.0
+                with contextlib.suppress(ValueError):
+                    ms += min(max(float(delay), 0.0), _MAX_DELAY_MS)
+            if ms > 0:
                 await asyncio.sleep(ms / 1000)
             hops: list[dict[str, Any]] = [{"service": service, "lane": version, "status": 200}]
             for stage in calls:

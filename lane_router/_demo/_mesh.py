@@ -112,6 +112,7 @@ class Mesh:
         workers: int = 1,
         isolate: Collection[Version] = (),
         hidden: Collection[Version] = (),
+        slow: Mapping[Version, float] | None = None,
         tracing: bool = True,
         workdir: Path | None = None,
     ) -> Mesh:
@@ -119,7 +120,8 @@ class Mesh:
 
         ``workers`` spreads the versions over that many processes; each ``isolate`` version gets
         a process of its own, so it can be killed alone. ``tracing`` gives the apps a real
-        OpenTelemetry SDK tracer provider (spans recorded, no exporter).
+        OpenTelemetry SDK tracer provider (spans recorded, no exporter). ``slow`` gives some
+        versions a fixed latency in milliseconds.
         """
         own = workdir is None
         wd = Path(tempfile.mkdtemp(prefix="lanes-demo-")) if workdir is None else workdir
@@ -138,6 +140,7 @@ class Mesh:
                     mode=mode,
                     workers=workers,
                     isolate=isolate,
+                    slow=slow or {},
                     tracing=tracing,
                 )
                 mesh.topology = mesh.build_topology(exclude=hidden)
@@ -166,6 +169,7 @@ class Mesh:
         mode: str,
         workers: int,
         isolate: Collection[Version],
+        slow: Mapping[Version, float],
         tracing: bool,
     ) -> None:
         bp = self.blueprint
@@ -192,7 +196,12 @@ class Mesh:
                 "mode": mode,
                 "tracing": tracing,
                 "versions": [
-                    {"service": s, "version": lane, "calls": [list(x) for x in bp.calls.get(s, ())]}
+                    {
+                        "service": s,
+                        "version": lane,
+                        "calls": [list(x) for x in bp.calls.get(s, ())],
+                        "latency_ms": slow.get((s, lane), 0.0),
+                    }
                     for s, lane in group
                 ],
             }

@@ -69,6 +69,7 @@ async def _serve(spec: dict[str, Any]) -> None:
                 version=v["version"],
                 calls=v.get("calls", ()),
                 downstream=downstream,
+                latency_ms=float(v.get("latency_ms", 0.0)),
                 middlewares=middlewares,
             )
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
