@@ -68,6 +68,28 @@ def test_lane_goes_away_routes_leave_before_subsets(double, start_controller) ->
     order = [(e.kind, e.name) for e in double.writes() if double.log.index(e) >= start]
     assert order == [("VirtualService", "reviews"), ("DestinationRule", "reviews")]
 
+    # The TrafficLane itself goes: its subsets leave too, after its routes.
+    double.put(deployment("ratings", "feature-b"))
+    double.wait_for(
+        lambda: "feature-b" in routed_subsets(double.get("VirtualService", NS, "ratings")),
+        what="a route to feature-b",
+    )
+    settle(double, ctl)
+    start = len(double.log)
+    double.remove("TrafficLane", NS, "feature-b")
+    double.wait_for(
+        lambda: (
+            "feature-b"
+            not in {
+                s["name"] for s in double.get("DestinationRule", NS, "ratings")["spec"]["subsets"]
+            }
+        ),
+        what="the feature-b subset to go",
+    )
+    settle(double, ctl)
+    order = [(e.kind, e.name) for e in double.writes() if double.log.index(e) >= start]
+    assert order == [("VirtualService", "ratings"), ("DestinationRule", "ratings")]
+
     # A host that is no longer routed: VirtualService deleted first, then the DestinationRule.
     start = len(double.log)
     double.remove("Service", NS, "ratings")

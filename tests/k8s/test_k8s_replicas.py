@@ -172,7 +172,11 @@ def test_lanes_controller_command_serves_health_and_metrics(double, tmp_path) ->
         assert any("(cli)" in e.agent for e in double.log)
     finally:
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(20)
+        try:
+            code = proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            code = proc.wait(5)
         proc.stderr.close()
     assert code == 0
     # A clean stop hands the lease over at once.
