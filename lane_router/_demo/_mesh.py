@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from lane_router._demo._planes import Plane, start_plane
+from lane_router._demo._planes import Plane, hostport, start_plane
 from lane_router._demo._predict import CallGraph, Hop, entry_lane, hops_of, predict_path
 from lane_router._demo._proc import Child, reserve_port, start_child
 from lane_router._topology import Endpoint, Lane, Service, Topology
@@ -109,6 +109,7 @@ class Mesh:
         *,
         plane: str = "sidecar",
         mode: str = "host",
+        host: str = "127.0.0.1",
         workers: int = 1,
         isolate: Collection[Version] = (),
         hidden: Collection[Version] = (),
@@ -121,7 +122,8 @@ class Mesh:
         ``workers`` spreads the versions over that many processes; each ``isolate`` version gets
         a process of its own, so it can be killed alone. ``tracing`` gives the apps a real
         OpenTelemetry SDK tracer provider (spans recorded, no exporter). ``slow`` gives some
-        versions a fixed latency in milliseconds.
+        versions a fixed latency in milliseconds. ``host`` is the loopback address of every
+        app and of the data plane (``::1`` runs the whole mesh over IPv6).
         """
         own = workdir is None
         wd = Path(tempfile.mkdtemp(prefix="lanes-demo-")) if workdir is None else workdir
@@ -132,11 +134,12 @@ class Mesh:
         _uninstrument(session)
         mesh = cls(blueprint, wd, session, _own_workdir=own)
         try:
-            reserved = reserve_port()
+            reserved = reserve_port(host)
             listen_port = int(reserved.getsockname()[1])
             try:
                 await mesh._start_workers(
-                    f"127.0.0.1:{listen_port}",
+                    hostport(host, listen_port),
+                    host=host,
                     mode=mode,
                     workers=workers,
                     isolate=isolate,
@@ -155,6 +158,7 @@ class Mesh:
                     workdir=wd,
                     session=session,
                     listen_port=listen_port,
+                    host=host,
                 )
             )
         except BaseException:
@@ -166,6 +170,7 @@ class Mesh:
         self,
         dataplane: str,
         *,
+        host: str,
         mode: str,
         workers: int,
         isolate: Collection[Version],
@@ -193,6 +198,7 @@ class Mesh:
             self.children.append(child)
             spec = {
                 "dataplane": dataplane,
+                "host": host,
                 "mode": mode,
                 "tracing": tracing,
                 "versions": [
@@ -218,7 +224,7 @@ class Mesh:
                 await child.wait(1)
                 raise RuntimeError(f"{child.name} did not start:\n{child.log_tail()}")
             for service, lane, port in json.loads(line)["ports"]:
-                self.endpoints[(service, lane)] = Endpoint("127.0.0.1", int(port))
+                self.endpoints[(service, lane)] = Endpoint(host, int(port))
                 self.workers[(service, lane)] = child
 
     async def stop(self) -> None:

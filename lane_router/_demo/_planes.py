@@ -21,12 +21,17 @@ import aiohttp
 from lane_router._demo._proc import Child, free_port, start_child, wait_until
 from lane_router._topology import Topology
 
-__all__ = ["PLANES", "Plane", "parse_prometheus", "start_plane"]
+__all__ = ["PLANES", "Plane", "hostport", "parse_prometheus", "start_plane"]
 
 PLANES = ("sidecar", "envoy")
 _base_ids = itertools.count(1)
 _SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
 _LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def hostport(host: str, port: int) -> str:
+    """``host:port``, IPv6 in brackets, as the CLI, lanes.yaml and URLs all want it."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def parse_prometheus(text: str, name: str) -> list[tuple[dict[str, str], float]]:
@@ -99,13 +104,15 @@ async def start_plane(
     workdir: Path,
     session: aiohttp.ClientSession,
     listen_port: int | None = None,
+    host: str = "127.0.0.1",
     name: str | None = None,
     timeout: float = 15.0,
 ) -> Plane:
-    """Start a data plane of ``kind`` for ``topology`` (already written to ``lanes_yaml``)."""
-    port = listen_port or free_port()
-    admin_port = free_port()
-    address, admin = f"127.0.0.1:{port}", f"127.0.0.1:{admin_port}"
+    """Start a data plane of ``kind`` for ``topology`` (already written to ``lanes_yaml``),
+    listening and serving its admin API on ``host`` (``::1`` for IPv6)."""
+    port = listen_port or free_port(host)
+    admin_port = free_port(host)
+    address, admin = hostport(host, port), hostport(host, admin_port)
     name = name or kind
     log = workdir / f"{name}.log"
     if kind == "sidecar":

@@ -1,8 +1,8 @@
-"""A mesh worker: a child process hosting some (service, version) apps on 127.0.0.1.
+"""A mesh worker: a child process hosting some (service, version) apps on loopback.
 
 Run as ``python -m lane_router._demo._worker``. It reads one JSON line from stdin::
 
-    {"dataplane": "127.0.0.1:15001", "mode": "host",
+    {"dataplane": "127.0.0.1:15001", "mode": "host", "host": "127.0.0.1",
      "versions": [{"service": "reviews", "version": "feature-a", "calls": [["ratings"]]}]}
 
 instruments itself with lanes_sdk, starts every app on an ephemeral port, prints one JSON line
@@ -75,7 +75,7 @@ async def _serve(spec: dict[str, Any]) -> None:
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
             await runner.setup()
             runners.append(runner)
-            site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+            site = web.TCPSite(runner, spec.get("host", "127.0.0.1"), 0, backlog=1024)
             await site.start()
             port = runner.addresses[0][1]
             ports.append([v["service"], v["version"], port])

@@ -59,3 +59,18 @@ async def test_strict_miss_answers_json_naming_lane_and_service(plane: str) -> N
         assert "hotfix" in text and "reviews" in text
     finally:
         await mesh.stop()
+
+
+async def test_ipv6_mesh_is_served_as_predicted(plane: str) -> None:
+    """The whole mesh on ``::1``: apps, endpoints written as ``[::1]:port`` in lanes.yaml, and
+    the data plane listening on ``[::1]``."""
+    mesh = await Mesh.start(bookinfo(), plane=plane, host="::1")
+    try:
+        assert mesh.plane.address.startswith("[::1]:")
+        assert "'[::1]:" in mesh.lanes_yaml.read_text(encoding="utf-8")
+        topo = mesh.topology
+        assert topo is not None
+        for label, headers in lane_cases(topo):
+            assert (await mesh.ask(headers)).hops == mesh.predict(headers), label
+    finally:
+        await mesh.stop()
