@@ -210,3 +210,29 @@ def test_bad_kubeconfig_is_a_clear_error(tmp_path) -> None:
     assert out.returncode == 2
     assert "no usable Kubernetes configuration" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_leader_cut_off_from_its_lease_stops_writing_before_the_other_starts(
+    double, start_controller
+) -> None:
+    _seed(double)
+    a = start_controller("replica-a")
+    double.wait_for(a.is_leader, what="replica-a to lead")
+    b = start_controller("replica-b")
+    double.wait_for(lambda: converged(double, NS), what="routes")
+    settle(double, a)
+    # replica-a can no longer reach the Lease (its other calls still work).
+    double.fail(10**6, status=503, when=lambda e: e.kind == "Lease" and "replica-a" in e.agent)
+    double.wait_for(b.is_leader, timeout=30, what="replica-b to take over")
+    assert not a.is_leader()
+    double.put(deployment("reviews", "feature-a"))
+    double.wait_for(
+        lambda: "feature-a" in routed_subsets(double.get("VirtualService", NS, "reviews")),
+        what="the new leader's route",
+    )
+    writers = [
+        e.agent for e in double.log if e.write and e.kind != "Lease" and 200 <= e.status < 300
+    ]
+    first_b = writers.index("traffic-lanes-controller (replica-b)")
+    assert set(writers[:first_b]) == {"traffic-lanes-controller (replica-a)"}
+    assert set(writers[first_b:]) == {"traffic-lanes-controller (replica-b)"}
