@@ -181,7 +181,8 @@ class Mesh:
         shared = [v for v in bp.versions if v not in isolate]
         groups: list[list[Version]] = [shared[i :: max(workers, 1)] for i in range(max(workers, 1))]
         groups = [g for g in groups if g] + [[v] for v in bp.versions if v in isolate]
-        env = dict(os.environ)
+        # The apps run on instrument()'s defaults whatever the caller's shell says about OTel.
+        env = {k: v for k, v in os.environ.items() if k != "OTEL_PROPAGATORS"}
         env.setdefault("OTEL_TRACES_EXPORTER", "none")
         env.setdefault("OTEL_METRICS_EXPORTER", "none")
         env.setdefault("OTEL_LOGS_EXPORTER", "none")
