@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from typing import Any
 
 from opentelemetry import baggage as _baggage
 from opentelemetry.context import Context, get_current
@@ -23,7 +23,7 @@ from opentelemetry.propagators.textmap import (
 )
 
 from lanes_sdk import _context
-from lanes_sdk._wire import baggage_key_from_env, header_from_env, lane_from_headers
+from lanes_sdk._wire import baggage_key_from_env, header_from_env, lane_from_baggage
 
 __all__ = ["BAGGAGE_HEADER", "LanePropagator"]
 
@@ -32,17 +32,6 @@ _log = logging.getLogger("lanes_sdk")
 BAGGAGE_HEADER = "baggage"
 # RFC 9110 token; W3C baggage keys are tokens too.
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-
-
-def _values(getter: Getter[CarrierT], carrier: CarrierT, name: str) -> Iterator[object]:
-    """The field lines of ``name``, read only when the extract order gets that far."""
-    values = getter.get(carrier, name)
-    if not values:
-        return
-    if isinstance(values, str | bytes | bytearray):  # a getter that returns one value
-        yield values
-    else:
-        yield from values
 
 
 class LanePropagator(TextMapPropagator):
@@ -81,15 +70,12 @@ class LanePropagator(TextMapPropagator):
         if context is None:
             context = get_current()
         try:
-            lane = lane_from_headers(
-                _values(getter, carrier, self._header),  # type: ignore[arg-type]
-                _values(getter, carrier, BAGGAGE_HEADER),  # type: ignore[arg-type]
-                baggage_key=self._key,
-            )
+            lane = self._lane_in(carrier, getter)
         except Exception:  # a carrier or getter we cannot read is no lane, never an error
             _log.debug("lanes: unreadable carrier %s, no lane", type(carrier), exc_info=True)
             lane = None
-        held = _baggage.get_baggage(self._key, context)
+        members = _context.baggage_members(context)
+        held = members.get(self._key)
         if lane is None:
             if held is None:
                 return context
@@ -97,9 +83,35 @@ class LanePropagator(TextMapPropagator):
             if lane is None:
                 _log.debug("lanes: dropping invalid baggage %s=%r", self._key, held)
                 return _baggage.remove_baggage(self._key, context)
-        if held == lane and next(iter(_baggage.get_all(context))) == self._key:
+        if held == lane and next(iter(members)) == self._key:
             return context  # already the bare name, and first: nothing to do (the common case)
         return _context.with_lane(lane, context, key=self._key)
+
+    def _get(self, carrier: CarrierT, getter: Getter[CarrierT], name: str) -> Any:
+        if getter is default_getter and type(carrier) is dict:
+            # DefaultGetter's answer for a str value, without its slow ABC isinstance check.
+            value = carrier.get(name)
+            if value is None or type(value) is str:
+                return value
+        return getter.get(carrier, name)
+
+    def _lane_in(self, carrier: CarrierT, getter: Getter[CarrierT]) -> str | None:
+        """design.md's extract order, as ``_wire.lane_from_headers``, reading the baggage
+        only when the routing header holds no valid lane."""
+        values = self._get(carrier, getter, self._header)
+        if values:
+            if isinstance(values, str | bytes | bytearray):  # a getter that returns one value
+                values = (values,)
+            for value in values:
+                lane = _context.checked_lane(value)
+                if lane is not None:
+                    return lane
+        values = self._get(carrier, getter, BAGGAGE_HEADER)
+        if not values:
+            return None
+        if isinstance(values, str | bytes | bytearray):
+            values = (values,)
+        return lane_from_baggage(values, self._key)
 
     def inject(
         self,
@@ -107,9 +119,11 @@ class LanePropagator(TextMapPropagator):
         context: Context | None = None,
         setter: Setter[CarrierT] = default_setter,
     ) -> None:
-        lane = _context.lane_of(_baggage.get_baggage(self._key, context))
-        if lane is not None:
-            setter.set(carrier, self._header, lane)
+        value = _context.baggage_members(context).get(self._key)
+        if value is not None:
+            lane = _context.lane_of(value)
+            if lane is not None:
+                setter.set(carrier, self._header, lane)
 
     @property
     def fields(self) -> set[str]:

@@ -4,6 +4,7 @@ nothing invalid is ever written out, and inject/extract round-trip every valid l
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,7 +14,16 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from lanes_sdk import LanePropagator, current_lane, extract_lane, inject_lane, use_lane
+from lanes_sdk import (
+    LanePropagator,
+    current_lane,
+    extract_lane,
+    inject_lane,
+    lane_from_baggage,
+    lane_from_headers,
+    use_lane,
+    valid_lane,
+)
 
 LANE_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 LANE = LanePropagator(header="x-lane", baggage_key="lane")
@@ -143,3 +153,37 @@ def test_message_round_trip(lane, noise):
     as_dict = inject_lane({"X-LANE": "stale", "other": "1"}, lane)
     assert as_dict == {"x-lane": lane, "other": "1"}
     assert extract_lane(as_dict) == lane
+
+
+def _oracle(lines: list[str], key: str = "lane") -> str | None:
+    """design.md's baggage rule written the obvious way: members split on ',', the first whose
+    name (OWS trimmed) is the key and whose value (properties and OWS dropped, percent-decoded)
+    is a valid lane."""
+    for line in lines:
+        for member in line.split(","):
+            name, sep, value = member.partition("=")
+            if not sep or name.strip(" \t") != key:
+                continue
+            value = value.split(";", 1)[0]
+            lane = valid_lane(unquote(value) if "%" in value else value)
+            if lane is not None:
+                return lane
+    return None
+
+
+member_text = st.text(alphabet="lane=,; \t%2Dab-9Z\u00e9x", max_size=60)
+
+
+@SETTINGS
+@given(st.lists(st.one_of(member_text, wire_text), max_size=3))
+def test_baggage_scan_matches_the_obvious_rule(lines):
+    assert lane_from_baggage(lines, "lane") == _oracle(lines)
+
+
+@SETTINGS
+@given(carriers)
+def test_propagator_extract_is_the_wire_rule(carrier):
+    """One semantics: the propagator finds exactly what ``_wire.lane_from_headers`` finds (the
+    function the sidecar routes with)."""
+    want = lane_from_headers(carrier.get("x-lane", []), carrier.get("baggage", []))
+    assert current_lane(LANE.extract(carrier, Context())) == want
