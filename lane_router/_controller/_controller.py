@@ -80,6 +80,7 @@ class Controller:
         self._conflicts: dict[Key, tuple[str, ...]] = {}
         self._failed: set[Key] = set()
         self._evented: set[str] = set()
+        self._models: dict[str, NamespaceModel] = {}  # reused while lanes/Deployments/Services stay
         self.informers = {
             r.kind: Informer(
                 kube,
@@ -166,6 +167,8 @@ class Controller:
                 ns = obj.get("metadata", {}).get("namespace", "")
                 name = obj.get("metadata", {}).get("name", "")
                 if res is TRAFFICLANES:
+                    if old is not None and new is not None and old.get("spec") == new.get("spec"):
+                        break  # a status write (often ours): nothing to route differently
                     self._dirty_ns.add(ns)
                 elif res is DEPLOYMENTS:
                     app = pod_labels(obj).get(self.options.app_label)
@@ -256,18 +259,9 @@ class Controller:
             targets[ns].add(host)
         for ns in sorted(set(targets) | dirty_ns | status_ns):
             objs = by_ns.get(ns, {})
-            model = build_namespace(
-                ns,
-                lanes=objs.get("TrafficLane", ()),
-                deployments=objs.get("Deployment", ()),
-                services=objs.get("Service", ()),
-                now=datetime.now(UTC),
-                baseline=self.options.baseline,
-                header=self.options.header,
-                baggage_key=self.options.baggage_key,
-                app_label=self.options.app_label,
-                lane_label=self.options.lane_label,
-            )
+            model = self._models.get(ns)
+            if model is None or ns in dirty_ns or ns in status_ns:
+                model = self._models[ns] = self._model(ns, objs)
             if model.next_expiry is not None:
                 with self._cond:
                     self._expiry[ns] = model.next_expiry
@@ -293,6 +287,20 @@ class Controller:
                 self._retry_backoff.reset()
             self.passes += 1
             self._cond.notify_all()
+
+    def _model(self, ns: str, objs: Mapping[str, list[dict[str, Any]]]) -> NamespaceModel:
+        return build_namespace(
+            ns,
+            lanes=objs.get("TrafficLane", ()),
+            deployments=objs.get("Deployment", ()),
+            services=objs.get("Service", ()),
+            now=datetime.now(UTC),
+            baseline=self.options.baseline,
+            header=self.options.header,
+            baggage_key=self.options.baggage_key,
+            app_label=self.options.app_label,
+            lane_label=self.options.lane_label,
+        )
 
     def _reconcile_hosts(
         self, ns: str, model: NamespaceModel, hosts: Iterable[str], objs: Mapping[str, list]
