@@ -36,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="admin address: /healthz /readyz /metrics /routes (default 127.0.0.1:15000)",
     )
     parser.add_argument("--no-admin", action="store_true", help="do not start the admin server")
+    parser.add_argument(
+        "--admin-server",
+        choices=("builtin", "aiohttp"),
+        default="builtin",
+        help="admin HTTP server: the sidecar's own (default, ~10 MB less memory) or aiohttp",
+    )
     t = parser.add_argument_group("timeouts (seconds, 0 = none)")
     t.add_argument("--connect-timeout", type=float, default=5.0)
     t.add_argument(
@@ -115,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         topology_path=args.file,
         listen=tuple(args.listen or [("127.0.0.1", 15001)]),
         admin=None if args.no_admin else args.admin,
+        admin_server=args.admin_server,
         connect_timeout=args.connect_timeout,
         idle_timeout=args.idle_timeout,
         request_timeout=args.request_timeout,

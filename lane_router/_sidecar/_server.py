@@ -199,7 +199,9 @@ class Sidecar:
         if self.config.admin is not None:
             from lane_router._sidecar._admin import start_admin
 
-            self._admin, self.admin_addr = await start_admin(self, *self.config.admin)
+            self._admin, self.admin_addr = await start_admin(
+                self, *self.config.admin, server=self.config.admin_server
+            )
         self._later(self._tick_interval(), self._tick)
         if self.config.reload_interval > 0:
             self._later(self.config.reload_interval, self._watch)

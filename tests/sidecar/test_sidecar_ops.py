@@ -195,3 +195,18 @@ def test_ipv6_listener_and_upstream(upstreams: Any, sidecars: Any) -> None:
     status, _, body = request(sc, "/", headers={"x-lane": "feature-a"})
     assert (status, body["served"]) == (200, "baseline")
     assert ["x-forwarded-for", "::1"] in body["headers"]
+
+
+@pytest.mark.parametrize("server", ["builtin", "aiohttp"])
+def test_admin_servers_answer_alike(upstreams: Any, sidecars: Any, server: str) -> None:
+    base = upstreams("baseline")
+    sc = sidecars(topology(reviews={"baseline": [base.endpoint]}), "--admin-server", server)
+    assert request(sc, "/")[0] == 200
+    status, headers, raw = http_get(sc.admin, "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    assert 'lanes_requests_total{service="reviews",lane="baseline"' in raw.decode()
+    status, _, raw = http_get(sc.admin, "/nope")
+    assert status == 404 and json.loads(raw)["reason"] == "not found"
+    status, _, raw = http_get(sc.admin, "/healthz", method="POST")
+    assert status == 405
+    assert json.loads(http_get(sc.admin, "/routes")[2])["generation"] == 1
