@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import NS, deployment, lane, service
 from k8s_checks import converged, settle, violations
+from k8s_objects import NS, deployment, lane, service
 
 
 def _seed(double, n: int = 8) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import deployment, lane, service
+from k8s_objects import deployment, lane, service
 
 from lane_router._controller import (
     build_namespace,

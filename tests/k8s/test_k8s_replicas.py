@@ -11,8 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import yaml
-from conftest import NS, deployment, lane, service
 from k8s_checks import converged, routed_subsets, settle, violations
+from k8s_objects import NS, deployment, lane, service
 from k8s_schemas import REPO, load_docs
 
 
