@@ -125,7 +125,10 @@ async def _demo(data_plane: str, serve: bool, repeat: int, out: TextIO, stop: as
         if not counts:
             out.write(f"(the {data_plane} reported no request counts)\n")
         elif data_plane == "sidecar":
-            out.write("Per-lane counts from the sidecar's /metrics (lanes_requests_total):\n")
+            out.write(
+                "Per-lane counts from the sidecar's /metrics "
+                "(lanes_requests_total; every hop counts):\n"
+            )
             _table(
                 ["lane -> served by", "code", "requests"],
                 [(a, b, str(c)) for a, b, c in counts],

@@ -11,9 +11,9 @@ import pytest
 from lane_router._demo import Blueprint, Mesh, Version, lane_cases, pump, shop
 from lane_router._demo._proc import wait_until
 
-REQUESTS = 3_000
+REQUESTS = 2_000
 CONCURRENCY = 32
-KILL_AT = 1_000
+KILL_AT = 700
 
 
 def _victim(bp: Blueprint) -> Version:

@@ -12,9 +12,9 @@ from lane_router._demo._predict import entry_lane, predict_reload_paths
 from lane_router._demo._proc import wait_until
 from lane_router._topology import Lane
 
-REQUESTS = 3_000
+REQUESTS = 2_000
 CONCURRENCY = 32
-CHANGE_AT = 1_000
+CHANGE_AT = 700
 
 
 async def _counter(mesh: Mesh, name: str) -> float:
