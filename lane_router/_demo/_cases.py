@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+
+from multidict import CIMultiDict
 
 from lane_router._topology import Topology
 
@@ -21,7 +23,7 @@ async def pump(n: int, concurrency: int, one: Callable[[int], Awaitable[None]]) 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-def lane_cases(topology: Topology) -> list[tuple[str, dict[str, str]]]:
+def lane_cases(topology: Topology) -> list[tuple[str, Mapping[str, str]]]:
     """Every kind of lane a QA client can send, for the lanes of ``topology``.
 
     Each declared lane by ``x-lane``; the baseline (untagged and by name); an undeclared lane;
@@ -31,7 +33,7 @@ def lane_cases(topology: Topology) -> list[tuple[str, dict[str, str]]]:
     lanes = list(topology.lanes)
     deep = max(lanes, key=lambda x: len(topology.chains[x]))
     other = next(x for x in lanes if x != deep)
-    cases: list[tuple[str, dict[str, str]]] = [("untagged", {})]
+    cases: list[tuple[str, Mapping[str, str]]] = [("untagged", {})]
     cases += [(f"x-lane {x}", {"x-lane": x}) for x in lanes]
     cases += [
         ("baseline by name", {"x-lane": topology.baseline}),
@@ -45,5 +47,9 @@ def lane_cases(topology: Topology) -> list[tuple[str, dict[str, str]]]:
         ("invalid x-lane, baggage decides", {"x-lane": "Not Valid", "baggage": f"lane={deep}"}),
         ("x-lane beats baggage", {"x-lane": other, "baggage": f"lane={deep}"}),
         ("undeclared in baggage", {"baggage": "lane=no-such-lane"}),
+        (
+            "lane in a second baggage header",
+            CIMultiDict([("baggage", "user=7"), ("baggage", f"lane={deep}")]),
+        ),
     ]
     return cases

@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 import yaml
+from multidict import CIMultiDict
 
 from lane_router._demo._planes import Plane, hostport, start_plane
 from lane_router._demo._predict import CallGraph, Hop, entry_lane, hops_of, predict_path
@@ -288,10 +289,10 @@ class Mesh:
         target = plane or self.plane
         entry = self.blueprint.entry
         params = {"delay": str(delay_ms)} if delay_ms else None
+        sent = CIMultiDict(headers)  # keeps repeated field lines (two baggage headers)
+        sent["Host"] = entry
         async with self.session.get(
-            f"http://{target.address}/",
-            headers={"Host": entry, **headers},
-            params=params,
+            f"http://{target.address}/", headers=sent, params=params
         ) as resp:
             raw = await resp.read()
             status = resp.status

@@ -22,15 +22,17 @@ STRICT_MISS = 503
 
 
 def entry_lane(topology: Topology, headers: Mapping[str, str]) -> str | None:
-    """The lane a request with these headers carries (design.md's extract order)."""
-    lower = {k.lower(): v for k, v in headers.items()}
-    xlane = lower.get(topology.header)
-    baggage = lower.get("baggage")
-    return lane_from_headers(
-        [xlane] if xlane is not None else [],
-        [baggage] if baggage is not None else [],
-        baggage_key=topology.baggage_key,
-    )
+    """The lane a request with these headers carries (design.md's extract order). A multidict
+    (``CIMultiDict``) may hold several ``baggage`` field lines."""
+    xlane: list[str] = []
+    baggage: list[str] = []
+    for key, value in headers.items():
+        name = key.lower()
+        if name == topology.header:
+            xlane.append(value)
+        elif name == "baggage":
+            baggage.append(value)
+    return lane_from_headers(xlane, baggage, baggage_key=topology.baggage_key)
 
 
 def predict_path(
