@@ -162,8 +162,15 @@ def chain(serve: Serve) -> Callable[..., Awaitable[Chain]]:
     """Build A -> B -> C; returns the entry URLs. Apps are created when called, i.e. after
     whatever instrumentation the test set up."""
 
-    async def build(*, middlewares: Any = None, **handler_args: Any) -> Chain:
+    async def build(
+        *,
+        middlewares: Any = None,
+        make_app: Callable[[], web.Application] | None = None,
+        **handler_args: Any,
+    ) -> Chain:
         def app() -> web.Application:
+            if make_app is not None:
+                return make_app()
             if middlewares is None:
                 return web.Application()
             return web.Application(middlewares=middlewares)

@@ -32,9 +32,23 @@ def _bare_lane_members(baggage_lines: list[str]) -> list[str]:
     return [m for m in members if m.split("=", 1)[0].strip() == "lane"]
 
 
+def _lane_outside_otel(provider):
+    """An application with the lane middleware *outside* OpenTelemetry's server middleware
+    (the order an auto-instrumented app can get), built from aiohttp's own class."""
+    from aiohttp import web_app
+    from opentelemetry.instrumentation.aiohttp_server import create_aiohttp_middleware
+
+    otel = create_aiohttp_middleware(tracer_provider=provider)
+    return lambda: web_app.Application(middlewares=[lanes_sdk.lane_middleware, otel])
+
+
+@pytest.mark.parametrize("position", ["inside-otel", "outside-otel"])
 @pytest.mark.usefixtures("instrumented")
-async def test_lane_from_header_reaches_c_with_one_trace(chain, spans: InMemorySpanExporter):
-    urls = await chain()
+async def test_lane_from_header_reaches_c_with_one_trace(
+    chain, spans: InMemorySpanExporter, tracer_provider, position
+):
+    make_app = _lane_outside_otel(tracer_provider) if position == "outside-otel" else None
+    urls = await chain(make_app=make_app)
     body = await _get(urls["a"], {"x-lane": "feature-a"})
     at_a, at_b, c = _hops(body)
     assert (at_a, at_b, c["lane"]) == ("feature-a", "feature-a", "feature-a")
