@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from collections.abc import Sequence
 
 from opentelemetry import baggage as _baggage
 from opentelemetry.context import Context, get_current
@@ -32,6 +32,21 @@ _log = logging.getLogger("lanes_sdk")
 BAGGAGE_HEADER = "baggage"
 # RFC 9110 token; W3C baggage keys are tokens too.
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _read(carrier: CarrierT, getter: Getter[CarrierT], name: str) -> Sequence[object] | None:
+    """Every value of header ``name``. For a dict with the default getter, a str value is read
+    directly: the same answer as ``DefaultGetter`` without its slow ABC isinstance check."""
+    if getter is default_getter and type(carrier) is dict:
+        value = carrier.get(name)
+        if value is None:
+            return None
+        if type(value) is str:
+            return (value,)
+    values = getter.get(carrier, name)
+    if isinstance(values, str | bytes | bytearray):  # a getter that returns one value
+        return (values,)
+    return values
 
 
 class LanePropagator(TextMapPropagator):
@@ -83,35 +98,21 @@ class LanePropagator(TextMapPropagator):
             if lane is None:
                 _log.debug("lanes: dropping invalid baggage %s=%r", self._key, held)
                 return _baggage.remove_baggage(self._key, context)
-        if held == lane and next(iter(members)) == self._key:
+        if held == lane and (len(members) == 1 or next(iter(members)) == self._key):
             return context  # already the bare name, and first: nothing to do (the common case)
         return _context.with_lane(lane, context, key=self._key)
-
-    def _get(self, carrier: CarrierT, getter: Getter[CarrierT], name: str) -> Any:
-        if getter is default_getter and type(carrier) is dict:
-            # DefaultGetter's answer for a str value, without its slow ABC isinstance check.
-            value = carrier.get(name)
-            if value is None or type(value) is str:
-                return value
-        return getter.get(carrier, name)
 
     def _lane_in(self, carrier: CarrierT, getter: Getter[CarrierT]) -> str | None:
         """design.md's extract order, as ``_wire.lane_from_headers``, reading the baggage
         only when the routing header holds no valid lane."""
-        values = self._get(carrier, getter, self._header)
+        values = _read(carrier, getter, self._header)
         if values:
-            if isinstance(values, str | bytes | bytearray):  # a getter that returns one value
-                values = (values,)
             for value in values:
                 lane = _context.checked_lane(value)
                 if lane is not None:
                     return lane
-        values = self._get(carrier, getter, BAGGAGE_HEADER)
-        if not values:
-            return None
-        if isinstance(values, str | bytes | bytearray):
-            values = (values,)
-        return lane_from_baggage(values, self._key)
+        values = _read(carrier, getter, BAGGAGE_HEADER)
+        return lane_from_baggage(values, self._key) if values else None
 
     def inject(
         self,
