@@ -159,7 +159,9 @@ class Controller:
                 self._full = True
                 self._cond.notify_all()
 
-    def _changed(self, res: Resource, old: dict[str, Any] | None, new: dict[str, Any] | None):
+    def _changed(
+        self, res: Resource, old: dict[str, Any] | None, new: dict[str, Any] | None
+    ) -> None:
         with self._cond:
             for obj in (old, new):
                 if obj is None:

@@ -114,8 +114,11 @@ class Watch:
 
     def close(self) -> None:
         self._closed = True
+        # urllib3 >= 2.3 can shut the socket down from another thread, which unblocks a read;
+        # older versions only close it (the read then ends at the next event or bookmark).
+        shutdown = getattr(self._response, "shutdown", None) or self._response.close
         with contextlib.suppress(Exception):  # already closed
-            self._response.shutdown()
+            shutdown()
 
 
 class Kube:
