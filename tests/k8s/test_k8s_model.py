@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from k8s_objects import deployment, lane, service
 
 from lane_router._controller import (
@@ -187,3 +189,68 @@ def test_host_keys(hosts, want) -> None:
 def test_status_patch_nulls_removed_keys() -> None:
     assert status_patch({"a": 1}, {"a": 1}) is None
     assert status_patch({"a": 1, "conflicts": ["x"]}, {"a": 2}) == {"a": 2, "conflicts": None}
+
+
+LANES = ("a", "b", "c", "d")
+
+
+def _host(deployed: frozenset[str], strict: frozenset[str], export: bool):
+    deps = [deployment("reviews", "baseline"), deployment("ratings", "baseline")]
+    deps += [deployment("reviews", x) for x in sorted(deployed)]
+    lanes_ = [lane(x, strict=True) if x in strict else lane(x) for x in LANES]
+    m = model(lanes_, deps)
+    return desired_host(
+        m.topology, "reviews", lane_label="lane", export_to=["."] if export else None
+    )
+
+
+def _names(dr):
+    return {s["name"] for s in (dr or {}).get("spec", {}).get("subsets", [])}
+
+
+def _routed(vs):
+    return {
+        d["destination"]["subset"]
+        for r in (vs or {}).get("spec", {}).get("http", [])
+        for d in r.get("route", [])
+    }
+
+
+_sets = st.frozensets(st.sampled_from(LANES))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    old=_sets,
+    new=_sets,
+    old_strict=_sets,
+    new_strict=_sets,
+    ex1=st.booleans(),
+    ex2=st.booleans(),
+    fresh=st.booleans(),
+    gone=st.booleans(),
+)
+def test_plans_never_route_to_a_missing_subset_and_reach_the_goal(
+    old, new, old_strict, new_strict, ex1, ex2, fresh, gone
+) -> None:
+    """Whatever the cluster held and whatever is wanted now, executing the plan step by step
+    never has the VirtualService name a subset its DestinationRule lacks, and ends at the goal."""
+    cur_dr, cur_vs = (None, None) if fresh else _host(old, old_strict, ex1)
+    want = None if gone else _host(new, new_strict, ex2)
+    plan = plan_host("shop", "reviews", desired=want, current_dr=cur_dr, current_vs=cur_vs)
+    dr, vs = cur_dr, cur_vs
+    for action in plan.actions:
+        if action.verb == "delete":
+            dr, vs = (None, vs) if action.kind == "DestinationRule" else (dr, None)
+        elif action.kind == "DestinationRule":
+            dr = action.body
+        else:
+            vs = action.body
+        assert _routed(vs) <= _names(dr), [a.step for a in plan.actions]
+    if want is None:
+        assert (dr, vs) == (None, None)
+    else:
+        assert (dr["spec"], vs["spec"]) == (want[0]["spec"], want[1]["spec"])
+    again = plan_host("shop", "reviews", desired=want, current_dr=dr, current_vs=vs)
+    assert again.actions == ()  # converged: nothing more to write
+    assert len(plan.actions) <= 3
