@@ -304,13 +304,26 @@ class Exchange:
             return
         sc = self.sc
         if not self.response_started:
-            if up.reused and not up.got_bytes and self.replayable and not self.replayed:
-                # A pooled connection the upstream closed as we reused it: nothing was
-                # processed, so send the request again on another connection.
-                self.replayed = True
-                self.acquire(sc.loop.time())
-                return
             detail = f"{up.ep.label}: {exc or 'connection closed before a response'}"
+            if not up.got_bytes and self.replayable:
+                # Nothing was answered and the request has no body, so it can be sent again
+                # (as Envoy's retry_on reset does). A pooled connection closed under us is
+                # retried as is; a fresh one means the endpoint is going away: eject it and
+                # let the walk pick the next endpoint or lane.
+                now = sc.loop.time()
+                if up.reused and not self.replayed:
+                    self.replayed = True
+                else:
+                    self.last_error = detail
+                    sc.metrics.upstream_resets += 1
+                    if up.ep.healthy(now):
+                        sc.eject(up.ep, now, detail)
+                    if self.tried is None:
+                        self.tried = [up.ep]
+                    else:
+                        self.tried.append(up.ep)
+                self.acquire(now)
+                return
             if not up.reused:
                 sc.eject(up.ep, sc.loop.time(), detail)
             sc.metrics.upstream_resets += 1

@@ -63,37 +63,68 @@ def test_lane_killed_mid_run_falls_back_with_zero_errors(upstreams: Any, sidecar
     assert served[20:] == ["baseline"] * 40
 
 
-def test_upstream_reset_is_502_json(sidecars: Any) -> None:
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(8)
+class ResetServer:
+    """Accepts, reads the request, then resets the connection: a version dying mid-request."""
 
-    def reset_all() -> None:
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.endpoint = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
         while True:
             try:
-                conn, _ = lsock.accept()
+                conn, _ = self.sock.accept()
             except OSError:
                 return
             conn.recv(65536)
-            conn.setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-            )
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00" * 2)
             conn.close()  # RST, no response
 
-    thread = threading.Thread(target=reset_all, daemon=True)
-    thread.start()
-    try:
-        sc = sidecars(topology(reviews={"baseline": [f"127.0.0.1:{lsock.getsockname()[1]}"]}))
-        status, _, body = request(sc, "/", headers={"x-lane": "feature-a"})
-        assert status == 502
-        assert (body["reason"], body["service"], body["lane"]) == (
-            "upstream reset",
-            "reviews",
-            "feature-a",
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def resetter() -> Any:
+    server = ResetServer()
+    yield server
+    server.close()
+
+
+def test_upstream_reset_is_json_502_or_retried(sidecars: Any, resetter: ResetServer) -> None:
+    sc = sidecars(topology(reviews={"baseline": [resetter.endpoint]}))
+    # A request with a body cannot be sent again: 502.
+    with connect(sc.proxy) as sock:
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: reviews\r\nx-lane: feature-a\r\nContent-Length: 2\r\n\r\nhi"
         )
-        assert sc.alive()
-    finally:
-        lsock.close()
+        status, _, raw = read_response(sock)
+    body = json.loads(raw)
+    assert status == 502
+    assert (body["reason"], body["service"], body["lane"]) == (
+        "upstream reset",
+        "reviews",
+        "feature-a",
+    )
+    # A GET is re-sent (nothing was answered); with no other endpoint left: 503.
+    status, _, body = request(sc, "/", headers={"x-lane": "feature-a"})
+    assert (status, body["reason"]) == (503, "no healthy endpoint")
+    assert "reset" in body["detail"].lower() or "closed" in body["detail"].lower()
+    assert sc.alive()
+
+
+def test_request_reset_inside_a_lane_goes_to_the_next_lane(
+    upstreams: Any, sidecars: Any, resetter: ResetServer
+) -> None:
+    base = upstreams("baseline")
+    sc = sidecars(topology(reviews={"baseline": [base.endpoint], "feature-a": [resetter.endpoint]}))
+    for _ in range(5):
+        status, _, body = request(sc, "/", headers={"x-lane": "feature-b"})
+        assert (status, body["served"]) == (200, "baseline")
+    assert 'lane="feature-b",served_by="baseline",code="200"} 5' in sc.metrics()
 
 
 def test_reload_on_file_change_and_bad_file_keeps_table(upstreams: Any, sidecars: Any) -> None:
