@@ -15,7 +15,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-__all__ = ["Child", "free_port", "reserve_port", "start_child", "wait_until"]
+__all__ = ["Child", "free_port", "live_children", "reserve_port", "start_child", "wait_until"]
+
+# Every child started and not yet seen to exit: a safety net for tests cut short by a timeout.
+_LIVE: set[Child] = set()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -57,9 +60,11 @@ class Child:
     async def wait(self, timeout: float) -> int | None:
         """The exit code, or ``None`` if it is still running after ``timeout`` seconds."""
         try:
-            return await asyncio.wait_for(self.process.wait(), timeout)
+            code = await asyncio.wait_for(self.process.wait(), timeout)
         except TimeoutError:
             return None
+        _LIVE.discard(self)
+        return code
 
     async def stop(self, *, timeout: float = 5.0, signum: int = signal.SIGTERM) -> int | None:
         """Ask politely, then SIGKILL the same PID. Returns the exit code."""
@@ -71,6 +76,10 @@ class Child:
         if self.process.stdin is not None:
             self.process.stdin.close()
         return self.process.returncode
+
+    def forget_if_exited(self) -> None:
+        if self.process.returncode is not None:
+            _LIVE.discard(self)
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -99,7 +108,16 @@ async def start_child(
             env=env,
             start_new_session=True,  # a Ctrl-C at the terminal reaches us, we stop the children
         )
-    return Child(name, process, log)
+    child = Child(name, process, log)
+    _LIVE.add(child)
+    return child
+
+
+def live_children() -> list[Child]:
+    """Children started by this process that have not been seen to exit."""
+    for child in list(_LIVE):
+        child.forget_if_exited()
+    return sorted(_LIVE, key=lambda c: c.pid)
 
 
 async def wait_until(

@@ -125,7 +125,7 @@ async def test_requests_inside_a_dying_version_fall_back(plane: str) -> None:
     of its walk; the client sees the fallback path, not an error."""
     bp = shop(lanes=20)
     victim = _victim(bp)
-    mesh = await Mesh.start(bp, plane=plane, isolate=[victim], slow={victim: 400})
+    mesh = await Mesh.start(bp, plane=plane, isolate=[victim], slow={victim: 1500})
     try:
         topo = mesh.topology
         assert topo is not None

@@ -151,7 +151,9 @@ async def test_sigterm_drains_in_flight_requests() -> None:
         entry = mesh.blueprint.entry
         cases = [(label, h) for label, h in lane_cases(topo) if mesh.predict(h)[0][1] is not None]
         batch = [cases[i % len(cases)] for i in range(40)]
-        tasks = [asyncio.ensure_future(mesh.ask(h, delay_ms=600, plane=ingress)) for _, h in batch]
+        # 2.5 s inside the entry app: long enough for all 40 to be in flight together even on
+        # a busy machine.
+        tasks = [asyncio.ensure_future(mesh.ask(h, delay_ms=2500, plane=ingress)) for _, h in batch]
         entry_versions = [v for v in mesh.endpoints if v[0] == entry]
 
         async def all_inside() -> bool:
