@@ -175,6 +175,10 @@ def _forward(topology: Topology, service: str, candidates: tuple[str, ...]) -> d
     return {
         "route": {
             "cluster": cluster_name(service, candidates),
+            # The sidecar's limits: 5 minutes for a whole exchange, 1 minute of silence (Envoy's
+            # default, 15 s for the whole response, cuts downloads and long polls short).
+            "timeout": "300s",
+            "idle_timeout": "60s",
             "retry_policy": _retry_policy(max(2, before_last + 1)),
         }
     }
