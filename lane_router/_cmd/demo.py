@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    import sys
 
     from lane_router._demo import run_demo
 
@@ -40,5 +41,5 @@ def run(args: argparse.Namespace) -> int:
     except asyncio.CancelledError:  # SIGINT/SIGTERM before the table: children already stopped
         return 130
     except (RuntimeError, TimeoutError) as exc:
-        print(f"lanes demo: {exc}")
+        print(f"lanes demo: {exc}", file=sys.stderr)
         return 2

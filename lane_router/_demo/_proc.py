@@ -100,14 +100,17 @@ async def start_child(
 ) -> Child:
     """Start ``argv``; stderr (and stdout unless piped) go to ``log``."""
     with open(log, "ab") as out:
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE if stdout else out,
-            stderr=out,
-            env=env,
-            start_new_session=True,  # a Ctrl-C at the terminal reaches us, we stop the children
-        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE if stdout else out,
+                stderr=out,
+                env=env,
+                start_new_session=True,  # a terminal's Ctrl-C reaches us; we stop the children
+            )
+        except OSError as exc:
+            raise RuntimeError(f"cannot start {name} ({argv[0]}): {exc.strerror or exc}") from None
     child = Child(name, process, log)
     _LIVE.add(child)
     return child
