@@ -386,6 +386,7 @@ def render_envoy(
         "codec_type": "AUTO",
         # curl -0, ab and old health checkers speak HTTP/1.0; a sidecar should serve them.
         "http_protocol_options": {"accept_http_10": True},
+        "upgrade_configs": [{"upgrade_type": "websocket"}],
         "route_config": {
             "name": ROUTE_CONFIG_NAME,
             "virtual_hosts": [_virtual_host(topology, s) for s in names],

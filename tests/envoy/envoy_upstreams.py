@@ -66,7 +66,15 @@ class Fleet:
                 }
             )
 
+        async def websocket(request: web.Request) -> web.WebSocketResponse:
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            async for message in ws:  # echo each text message, tagged with this version
+                await ws.send_str(f"{service}/{lane}: {message.data}")
+            return ws
+
         app = web.Application()
+        app.router.add_get("/ws", websocket)
         app.router.add_route("*", "/{tail:.*}", answer)
         runner = web.AppRunner(
             app,

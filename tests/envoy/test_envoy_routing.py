@@ -314,3 +314,15 @@ def test_http2_cleartext_client(envoy: EnvoyProcess) -> None:
         "feature-b",
         ["feature-c"],
     )
+
+
+async def test_websocket_follows_the_lane(envoy: EnvoyProcess) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(
+            envoy.url("/ws"), headers={"host": "reviews:9080", "baggage": "lane=feature-b"}
+        ) as ws,
+    ):
+        await ws.send_str("hello")
+        reply = await ws.receive_str(timeout=10)
+    assert reply == "reviews/feature-a: hello"  # feature-b -> feature-a deploys reviews
