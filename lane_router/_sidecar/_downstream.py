@@ -352,7 +352,7 @@ class ClientConnection(asyncio.Protocol):
         service = table.service_for_host(authority)
         lane = table.lane_of(self.lanes, self.baggage)
         if service is None:
-            ex.lane = table.baseline if lane is None else lane
+            ex.lane = table.topology.effective_lane(lane)  # never a raw client value
             ex.err = (404, "unknown service", f"no service for host {_shown(authority)}")
             ex.asked = _shown(authority)
             return

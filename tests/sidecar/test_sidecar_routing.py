@@ -197,3 +197,15 @@ def test_round_robin_and_pooled_keepalive(upstreams: Any, sidecars: Any) -> None
     assert (a.requests, b.requests) == (20, 20)
     # Sequential requests reuse one upstream connection per endpoint.
     assert len(a.peers) == 1 and len(b.peers) == 1
+
+
+def test_metric_labels_never_carry_client_values(mesh: Any) -> None:
+    """Undeclared lanes and unknown hosts are counted as the baseline / "-", so a client cannot
+    grow the metrics without bound."""
+    sc, _, _ = mesh
+    for i in range(3):
+        assert request(sc, "/", host=f"svc-{i}", headers={"x-lane": f"made-up-{i}"})[0] == 404
+        assert request(sc, "/", headers={"x-lane": f"made-up-{i}"})[2]["served"] == "baseline"
+    text = sc.metrics()
+    assert "made-up" not in text and "svc-" not in text
+    assert 'lanes_requests_total{service="-",lane="baseline",served_by="-",code="404"}' in text
