@@ -326,3 +326,21 @@ async def test_websocket_follows_the_lane(envoy: EnvoyProcess) -> None:
         await ws.send_str("hello")
         reply = await ws.receive_str(timeout=10)
     assert reply == "reviews/feature-a: hello"  # feature-b -> feature-a deploys reviews
+
+
+def test_absolute_form_target_picks_the_service(envoy: EnvoyProcess) -> None:
+    # A client using Envoy as its HTTP_PROXY: the request target names the service, and wins
+    # over a different Host header (RFC 9112, section 3.2.2).
+    host, port = envoy.address()
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(
+            b"GET http://details.shop:9080/x HTTP/1.1\r\nHost: reviews\r\n"
+            b"baggage: lane=feature-b\r\nConnection: close\r\n\r\n"
+        )
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    answer = json.loads(body)
+    assert (answer["service"], answer["lane"], answer["path"]) == ("details", "feature-b", "/x")
