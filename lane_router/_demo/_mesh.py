@@ -284,23 +284,27 @@ class Mesh:
         *,
         delay_ms: float | None = None,
         plane: Plane | None = None,
+        service: str | None = None,
+        method: str = "GET",
+        body: bytes | None = None,
     ) -> Observed:
-        """One QA request at the entry service, through ``plane`` (default: the mesh's)."""
+        """One QA request at ``service`` (default: the entry), through ``plane`` (default: the
+        mesh's data plane)."""
         target = plane or self.plane
-        entry = self.blueprint.entry
+        entry = service or self.blueprint.entry
         params = {"delay": str(delay_ms)} if delay_ms else None
         sent = CIMultiDict(headers)  # keeps repeated field lines (two baggage headers)
         sent["Host"] = entry
-        async with self.session.get(
-            f"http://{target.address}/", headers=sent, params=params
+        async with self.session.request(
+            method, f"http://{target.address}/", headers=sent, params=params, data=body
         ) as resp:
             raw = await resp.read()
             status = resp.status
         try:
-            body: Any = json.loads(raw)
+            payload: Any = json.loads(raw)
         except ValueError:
-            body = raw.decode("utf-8", "replace")
-        return Observed(status, hops_of(body, service=entry, status=status), body)
+            payload = raw.decode("utf-8", "replace")
+        return Observed(status, hops_of(payload, service=entry, status=status), payload)
 
     async def inflight(self, version: Version) -> int:
         """Requests the app of ``version`` is handling now (asked directly, not via the plane)."""
