@@ -82,6 +82,7 @@ class ClientConnection(asyncio.Protocol):
         "special",
         "started",
         "te",
+        "te_other",
         "transport",
         "url",
         "write_paused",
@@ -117,6 +118,7 @@ class ClientConnection(asyncio.Protocol):
         self.baggage: list[bytes] | None = None
         self.conn_tokens: list[bytes] | None = None
         self.te = False
+        self.te_other = False
         self.cl: bytes | None = None
         self.expect = False
         self.xff: list[bytes] | None = None
@@ -259,6 +261,8 @@ class ClientConnection(asyncio.Protocol):
         elif kind == H_CL:
             self.cl = value
         elif kind == H_TE:
+            if self.te or value.strip(b" \t").lower() != b"chunked":
+                self.te_other = True  # a coding we would have to undo: 501
             self.te = True
         elif kind == H_CONNECTION:
             if self.conn_tokens is None:
@@ -345,6 +349,10 @@ class ClientConnection(asyncio.Protocol):
                 return
             authority = parts.host if parts.port is None else b"%s:%d" % (parts.host, parts.port)
             url = (parts.path or b"/") + (b"?" + parts.query if parts.query else b"")
+        if self.te_other:
+            ex.err = (501, "unsupported transfer-encoding", "only chunked is proxied")
+            ex.keep_alive = False
+            return
         if not authority:
             ex.err = (400, "bad request", "no Host header")
             ex.keep_alive = False

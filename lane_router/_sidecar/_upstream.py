@@ -41,6 +41,7 @@ class UpstreamConnection(asyncio.Protocol):
         "reused",
         "skip",
         "te",
+        "te_other",
         "transport",
     )
 
@@ -59,6 +60,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.conn_tokens: list[bytes] | None = None
         self.has_cl = False
         self.te = False
+        self.te_other = False
         self.skip = False
         self.head_done = False
 
@@ -157,6 +159,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.conn_tokens = None
         self.has_cl = False
         self.te = False
+        self.te_other = False
         self.head_done = False
 
     def on_status(self, status: bytes) -> None:
@@ -172,6 +175,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.has_cl = True
             self.headers += (name, b": ", value, b"\r\n")
         elif kind == H_TE:
+            if self.te or value.strip(b" \t").lower() != b"chunked":
+                self.te_other = True
             self.te = True
         elif kind == H_CONNECTION:
             if self.conn_tokens is None:
@@ -187,6 +192,9 @@ class UpstreamConnection(asyncio.Protocol):
         status = self.parser.get_status_code()
         if status < 200:  # interim responses are this hop's business (Expect is not forwarded)
             self.skip = True
+            return
+        if self.te_other:  # e.g. "gzip, chunked": forwarding it de-chunked would corrupt it
+            ex.upstream_bad("unsupported transfer-encoding from the upstream")
             return
         ex.response_head(self, status)
 

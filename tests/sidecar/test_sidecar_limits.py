@@ -296,3 +296,13 @@ def test_whole_request_timeout(tmp_path: Any, upstreams: Any, sidecars: Any) -> 
         with pytest.raises((ValueError, ConnectionError, OSError)):
             read_response(sock)
     assert 'code="504"' in sc.metrics()
+
+
+def test_request_transfer_coding_other_than_chunked_is_501(tight: Any) -> None:
+    sc, _, _ = tight
+    status, headers, raw = _raw(
+        sc,
+        b"POST / HTTP/1.1\r\nHost: reviews\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        b"2\r\nhi\r\n0\r\n\r\n",
+    )
+    _json_error(status, headers, raw, 501, "unsupported transfer-encoding")

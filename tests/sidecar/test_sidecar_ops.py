@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from typing import Any
 
 import pytest
+import yaml
 from sidecar_helpers import connect, free_port, http_get, read_response, request, topology, wait_for
 
 from lane_router import Topology
@@ -241,3 +245,51 @@ def test_admin_servers_answer_alike(upstreams: Any, sidecars: Any, server: str) 
     status, _, raw = http_get(sc.admin, "/healthz", method="POST")
     assert status == 405
     assert json.loads(http_get(sc.admin, "/routes")[2])["generation"] == 1
+
+
+def test_response_transfer_coding_other_than_chunked_is_502(sidecars: Any) -> None:
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = lsock.accept()
+            conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+            )
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        sc = sidecars(topology(reviews={"baseline": [f"127.0.0.1:{lsock.getsockname()[1]}"]}))
+        status, _, body = request(sc, "/")
+        assert (status, body["reason"]) == (502, "bad response")
+    finally:
+        lsock.close()
+
+
+def test_invalid_topology_at_start_exits_2_naming_the_key(tmp_path: Any) -> None:
+    path = tmp_path / "lanes.yaml"
+    path.write_text("lanes:\n  feature-a: {fallback: nowhere}\nservices: {}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lane_router.cli", "sidecar", "-f", str(path),
+         "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "lanes.feature-a.fallback (line 2)" in proc.stderr
+
+
+def test_busy_port_exits_1(tmp_path: Any, upstreams: Any) -> None:
+    base = upstreams("baseline")
+    path = tmp_path / "lanes.yaml"
+    path.write_text(yaml.safe_dump(topology(reviews={"baseline": [base.endpoint]})))
+    proc = subprocess.run(
+        [sys.executable, "-m", "lane_router.cli", "sidecar", "-f", str(path),
+         "--listen", base.endpoint, "--admin", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "cannot listen" in proc.stderr
