@@ -206,3 +206,46 @@ def test_one_deployment_change_writes_only_that_host(double, start_controller) -
         e for e in double.log[start:] if e.method == "GET" and not e.watch and e.kind != "Lease"
     ]
     assert reads == []  # served from the watch caches, no relist
+
+
+def test_the_sample_shop_routes_as_documented(double, start_controller) -> None:
+    from k8s_schemas import REPO, load_docs
+
+    sample = REPO / "k8s" / "sample"
+    for doc in load_docs(sample / "app.yaml") + load_docs(sample / "lanes.yaml"):
+        if doc["kind"] == "Deployment":
+            doc["status"] = {"replicas": 1, "availableReplicas": 1}
+        if doc["kind"] != "Namespace":
+            double.put(doc)
+    start_controller()
+    double.wait_for(lambda: converged(double, NS), what="the sample's routes")
+
+    def served(host: str) -> dict[str, str]:
+        vs = double.get("VirtualService", NS, host)
+        out = {}
+        for r in vs["spec"]["http"]:
+            if r["name"].endswith("-header"):
+                lane_name = r["match"][0]["headers"]["x-lane"]["exact"]
+                out[lane_name] = (
+                    r["route"][0]["destination"]["subset"]
+                    if "route" in r
+                    else r["directResponse"]["status"]
+                )
+        return out
+
+    assert served("reviews") == {"feature-a": "feature-a", "feature-b": "feature-a", "hotfix": 503}
+    assert served("ratings") == {"feature-b": "feature-b", "hotfix": 503}
+    assert served("details") == {"hotfix": "hotfix"}
+    assert served("productpage") == {"hotfix": 503}
+    for name, services in (
+        ("feature-a", ["reviews"]),
+        ("feature-b", ["ratings"]),
+        ("hotfix", ["details"]),
+    ):
+        double.wait_for(
+            lambda name=name, services=services: (
+                double.get("TrafficLane", NS, name).get("status", {}).get("services") == services
+            ),
+            what=f"the status of {name}",
+        )
+    assert "expiresAt" in double.get("TrafficLane", NS, "hotfix")["status"]
