@@ -1,4 +1,4 @@
-"""lane_router: one lane routing semantics, rendered for Istio, Envoy, Gateway API and the sidecar."""
+"""lane_router: one lane routing semantics for Istio, Envoy, Gateway API and the sidecar."""
 
 from lane_router._topology import (
     Endpoint,
