@@ -1,6 +1,8 @@
 """lane_router: one lane routing semantics for Istio, Envoy, Gateway API and the sidecar."""
 
 from lane_router._topology import (
+    Canary,
+    ContentMatch,
     Endpoint,
     Lane,
     Resolution,
@@ -12,6 +14,8 @@ from lane_router._topology import (
 )
 
 __all__ = [
+    "Canary",
+    "ContentMatch",
     "Endpoint",
     "Lane",
     "Resolution",

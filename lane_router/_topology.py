@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -22,6 +22,9 @@ import yaml
 from lanes_sdk._wire import DEFAULT_BAGGAGE_KEY, DEFAULT_BASELINE, DEFAULT_HEADER, valid_lane
 
 __all__ = [
+    "MATCH_KINDS",
+    "Canary",
+    "ContentMatch",
     "Endpoint",
     "Lane",
     "Resolution",
@@ -33,6 +36,9 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 80
+MATCH_KINDS = ("exact", "prefix", "regex")
+# RE2 (Envoy, Istio) has no look-around or back-references; reject them where Python would accept.
+_NOT_RE2 = re.compile(r"\(\?[=!<]|\\[1-9]|\(\?P=")
 _HEADER_RE = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
 _BAGGAGE_KEY_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 _HOSTNAME_RE = re.compile(
@@ -73,11 +79,72 @@ class Lane:
 
 
 @dataclass(frozen=True, slots=True)
+class ContentMatch:
+    """One content match of a canary: every condition must hold (AND); a canary's matches OR.
+
+    ``headers`` are ``(name, kind, value)`` with lower-case names; ``uri`` is ``(kind, value)``
+    matched against the path without its query string, as Envoy and Istio do. A header matches
+    when any of its field lines does; regexes are full matches (RE2 syntax).
+    """
+
+    headers: tuple[tuple[str, str, str], ...] = ()
+    uri: tuple[str, str] | None = None
+
+    def matches(self, header_values: Callable[[str], Iterable[str]], path: str) -> bool:
+        if self.uri is not None and not _match_value(self.uri[0], self.uri[1], path):
+            return False
+        for name, kind, value in self.headers:
+            if not any(_match_value(kind, value, v) for v in header_values(name)):
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Canary:
+    """A new baseline version exposed to baseline traffic only.
+
+    It takes a request only when the request's effective lane is the baseline (lane traffic,
+    fallback to the baseline included, never reaches a canary): content matches first, then
+    ``weight`` percent of the rest.
+    """
+
+    version: str
+    weight: int = 0  # percent, 0-100
+    matches: tuple[ContentMatch, ...] = ()
+
+    def takes(self, header_values: Callable[[str], Iterable[str]], path: str, roll: float) -> bool:
+        """The reference decision; ``roll`` is uniform in [0, 1)."""
+        if any(m.matches(header_values, path) for m in self.matches):
+            return True
+        return roll * 100 < self.weight
+
+
+def _match_value(kind: str, expected: str, value: str) -> bool:
+    if kind == "exact":
+        return value == expected
+    if kind == "prefix":
+        return value.startswith(expected)
+    return _compiled(expected).fullmatch(value) is not None
+
+
+_REGEX_CACHE: dict[str, re.Pattern[str]] = {}
+
+
+def _compiled(pattern: str) -> re.Pattern[str]:
+    compiled = _REGEX_CACHE.get(pattern)
+    if compiled is None:
+        compiled = _REGEX_CACHE[pattern] = re.compile(pattern)
+    return compiled
+
+
+@dataclass(frozen=True, slots=True)
 class Service:
     name: str
-    versions: Mapping[str, tuple[Endpoint, ...]]  # lane -> endpoints (may be empty for Istio)
+    # version -> endpoints (may be empty for Istio). Keys are lanes, plus the canary's version.
+    versions: Mapping[str, tuple[Endpoint, ...]]
     port: int = DEFAULT_PORT
     namespace: str | None = None  # None: the topology's namespace
+    canary: Canary | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +159,7 @@ class Resolution:
     service: str
     lane: str
     candidates: tuple[str, ...]
+    canary: Canary | None = None  # set only where the lane is the baseline and S has a canary
 
     @property
     def serving(self) -> str | None:
@@ -127,7 +195,10 @@ class Topology:
             per_lane = {}
             for lane, chain in chains.items():
                 per_lane[lane] = Resolution(
-                    sname, lane, tuple(x for x in chain if x in svc.versions)
+                    sname,
+                    lane,
+                    tuple(x for x in chain if x in svc.versions),
+                    svc.canary if lane == self.baseline else None,
                 )
             routes[sname] = MappingProxyType(per_lane)
         object.__setattr__(self, "chains", MappingProxyType(chains))
@@ -212,6 +283,7 @@ class Topology:
                         ),
                         port=s.port,
                         namespace=s.namespace,
+                        canary=s.canary,
                     )
                     for k, s in sorted(svc_map.items())
                 }
@@ -249,6 +321,8 @@ class Topology:
             if svc.namespace:
                 entry["namespace"] = svc.namespace
             entry["versions"] = {k: [str(e) for e in v] for k, v in svc.versions.items()}
+            if svc.canary is not None:
+                entry["canary"] = _canary_to_dict(svc.canary)
             services[name] = entry
         return {
             "header": self.header,
@@ -258,6 +332,21 @@ class Topology:
             "lanes": lanes,
             "services": services,
         }
+
+
+def _canary_to_dict(canary: Canary) -> dict[str, Any]:
+    out: dict[str, Any] = {"version": canary.version, "weight": canary.weight}
+    if canary.matches:
+        entries = []
+        for m in canary.matches:
+            entry: dict[str, Any] = {}
+            if m.headers:
+                entry["headers"] = {name: {kind: value} for name, kind, value in m.headers}
+            if m.uri is not None:
+                entry["uri"] = {m.uri[0]: m.uri[1]}
+            entries.append(entry)
+        out["match"] = entries
+    return out
 
 
 def load_topology(path: str | Path) -> Topology:
@@ -356,16 +445,72 @@ def _validate(
             problems.append(f"{key}.namespace: {svc.namespace!r} is not a valid namespace")
         if baseline not in svc.versions:
             problems.append(f"{key}.versions: no {baseline!r} version (every service needs one)")
+        canary = svc.canary
         for lane_name in svc.versions:
             if lane_name != baseline and lane_name not in lanes:
+                if canary is not None and lane_name == canary.version:
+                    continue
                 problems.append(f"{key}.versions.{lane_name}: unknown lane {lane_name!r}")
+        if canary is not None:
+            _validate_canary(problems, f"{key}.canary", canary, svc, lanes, baseline, header)
+
+
+def _validate_canary(
+    problems: list[str],
+    key: str,
+    canary: Canary,
+    svc: Service,
+    lanes: Mapping[str, Lane],
+    baseline: str,
+    header: str,
+) -> None:
+    version = canary.version
+    if version == baseline or version in lanes:
+        problems.append(
+            f"{key}.version: {version!r} is a lane; a canary exposes a version no lane selects"
+        )
+    elif valid_lane(version) != version:
+        problems.append(f"{key}.version: {version!r} is not a valid version name (RFC 1123 label)")
+    elif version not in svc.versions:
+        problems.append(f"{key}.version: unknown version {version!r} (add it under versions)")
+    w = canary.weight
+    if not isinstance(w, int) or isinstance(w, bool) or not 0 <= w <= 100:
+        problems.append(f"{key}.weight: must be a whole number 0-100, got {w!r}")
+    for i, m in enumerate(canary.matches):
+        mkey = f"{key}.match[{i}]"
+        if not m.headers and m.uri is None:
+            problems.append(f"{mkey}: needs 'headers' or 'uri'")
+        conditions = [(f"{mkey}.headers.{n}", k, v) for n, k, v in m.headers]
+        if m.uri is not None:
+            conditions.append((f"{mkey}.uri", *m.uri))
+        for n, _, _ in m.headers:
+            if _HEADER_RE.fullmatch(n) is None:
+                problems.append(f"{mkey}.headers.{n}: not a lower-case HTTP header name")
+            elif n == header:
+                problems.append(f"{mkey}.headers.{n}: the lane header selects lanes, not canaries")
+        for ckey, kind, value in conditions:
+            if kind not in MATCH_KINDS:
+                problems.append(f"{ckey}: unknown match kind {kind!r} (exact, prefix or regex)")
+            elif not isinstance(value, str):
+                problems.append(f"{ckey}.{kind}: must be a string")
+            elif kind == "regex":
+                try:
+                    re.compile(value)
+                except re.error as exc:
+                    problems.append(f"{ckey}.regex: invalid regex: {exc}")
+                    continue
+                if _NOT_RE2.search(value):
+                    problems.append(
+                        f"{ckey}.regex: look-around and back-references are not RE2"
+                    )
 
 
 # -- YAML with line numbers -----------------------------------------------------------------
 
 _TOP_KEYS = ("header", "baggageKey", "baseline", "namespace", "lanes", "services")
 _LANE_KEYS = ("fallback", "strict", "description")
-_SERVICE_KEYS = ("port", "namespace", "versions")
+_SERVICE_KEYS = ("port", "namespace", "versions", "canary")
+_CANARY_KEYS = ("version", "weight", "match")
 
 
 def _loads(text: str, source: str | None) -> Topology:
@@ -496,7 +641,10 @@ def _from_document(data: Any, *, source: str | None, marks: Mapping[str, int]) -
                 except ValueError as exc:
                     fault(f"{vkey}[{i}]", str(exc))
             versions[str(lane_name)] = tuple(parsed)
-        services[str(name)] = Service(str(name), versions, port, ns)
+        canary = None
+        if spec.get("canary") is not None:
+            canary = _parse_canary(spec["canary"], f"{key}.canary", fault)
+        services[str(name)] = Service(str(name), versions, port, ns, canary)
 
     before = len(problems)
     _validate(problems, lanes, services, baseline, header, baggage_key, namespace)
@@ -516,3 +664,56 @@ def _from_document(data: Any, *, source: str | None, marks: Mapping[str, int]) -
         baggage_key=baggage_key,
         namespace=namespace,
     )
+
+
+def _parse_canary(spec: Any, key: str, fault: Callable[[str, str], None]) -> Canary | None:
+    """Shape checks only; the semantic checks are _validate_canary's, shared with build()."""
+    if not isinstance(spec, dict):
+        fault(key, "must be a mapping with 'version', 'weight' and optional 'match'")
+        return None
+    for k in spec:
+        if k not in _CANARY_KEYS:
+            fault(f"{key}.{k}", f"unknown key (expected one of {', '.join(_CANARY_KEYS)})")
+    version = spec.get("version")
+    if not isinstance(version, str):
+        fault(f"{key}.version", "must name a version of the service")
+        return None
+    raw_matches = spec.get("match") or []
+    if not isinstance(raw_matches, list):
+        fault(f"{key}.match", "must be a list of {headers, uri} matches")
+        raw_matches = []
+    matches: list[ContentMatch] = []
+    for i, entry in enumerate(raw_matches):
+        mkey = f"{key}.match[{i}]"
+        if not isinstance(entry, dict):
+            fault(mkey, "must be a mapping with 'headers' and/or 'uri'")
+            continue
+        for k in entry:
+            if k not in ("headers", "uri"):
+                fault(f"{mkey}.{k}", "unknown key (expected headers or uri)")
+        headers: list[tuple[str, str, str]] = []
+        raw_headers = entry.get("headers") or {}
+        if not isinstance(raw_headers, dict):
+            fault(f"{mkey}.headers", "must map header names to {exact|prefix|regex: value}")
+            raw_headers = {}
+        for hname, cond in sorted(raw_headers.items()):
+            parsed = _parse_condition(cond, f"{mkey}.headers.{hname}", fault)
+            if parsed is not None:
+                headers.append((str(hname).lower(), *parsed))
+        uri = None
+        if entry.get("uri") is not None:
+            uri = _parse_condition(entry["uri"], f"{mkey}.uri", fault)
+        matches.append(ContentMatch(tuple(headers), uri))
+    return Canary(version, spec.get("weight", 0), tuple(matches))
+
+
+def _parse_condition(
+    cond: Any, key: str, fault: Callable[[str, str], None]
+) -> tuple[str, str] | None:
+    if not isinstance(cond, dict) or len(cond) != 1:
+        fault(key, "must be exactly one of {exact: V}, {prefix: V}, {regex: V}")
+        return None
+    ((kind, value),) = cond.items()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)  # `exact: 1` in YAML means the header value "1"
+    return str(kind), value
