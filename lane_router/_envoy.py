@@ -34,7 +34,11 @@ __all__ = ["LUA_FILTER", "cluster_name", "lua_source", "render_envoy"]
 LISTENER_NAME = "lanes_outbound"
 ROUTE_CONFIG_NAME = "lanes"
 RE2_MAX_PROGRAM_SIZE = 32768  # Istio's proxies use the same
-_RETRY_ON = "connect-failure,refused-stream,reset"
+# RFC 9110 9.2.2: requests of these methods may be sent again after the upstream reset them
+# mid-exchange; any other (POST, PATCH, ...) only when nothing reached the upstream.
+_IDEMPOTENT_METHODS = "GET|HEAD|OPTIONS|TRACE|PUT|DELETE"
+_RETRY_ON_IDEMPOTENT = "connect-failure,refused-stream,reset"
+_RETRY_ON_OTHER = "connect-failure,refused-stream,reset-before-request"
 _METADATA_NS = "traffic_lanes"
 _NO_SPILLOVER = 1_000_000  # overprovisioning factor, in %: 1 healthy endpoint of 10,000 is "100%"
 _TYPE_URL = "type.googleapis.com/envoy."
@@ -140,11 +144,12 @@ def _strict_miss_body(topology: Topology, res: Resolution) -> str:
     )
 
 
-def _retry_policy(attempts: int) -> dict[str, Any]:
+def _retry_policy(attempts: int, *, replay: bool) -> dict[str, Any]:
     # Retries are the failover path, not a reliability feature for application errors: only
-    # failures Envoy itself sees before any response (connect refused/timeout, reset) are retried.
+    # failures Envoy itself sees before any response are retried, and a request the upstream may
+    # have acted on (reset after it was sent) only when its method is idempotent.
     return {
-        "retry_on": _RETRY_ON,
+        "retry_on": _RETRY_ON_IDEMPOTENT if replay else _RETRY_ON_OTHER,
         "num_retries": attempts,
         "retry_host_predicate": [
             {
@@ -167,7 +172,9 @@ def _route(
     return {"name": f"{service}/{name}", "match": match, **action}
 
 
-def _forward(topology: Topology, service: str, candidates: tuple[str, ...]) -> dict[str, Any]:
+def _forward(
+    topology: Topology, service: str, candidates: tuple[str, ...], *, replay: bool
+) -> dict[str, Any]:
     # Enough attempts to try every endpoint of every version before the last one once (a dead
     # endpoint costs one attempt until its ejection reaches the load balancer), plus one.
     versions = topology.services[service].versions
@@ -179,9 +186,27 @@ def _forward(topology: Topology, service: str, candidates: tuple[str, ...]) -> d
             # default, 15 s for the whole response, cuts downloads and long polls short).
             "timeout": "300s",
             "idle_timeout": "60s",
-            "retry_policy": _retry_policy(max(2, before_last + 1)),
+            "retry_policy": _retry_policy(max(2, before_last + 1), replay=replay),
         }
     }
+
+
+def _forwarding_routes(
+    topology: Topology,
+    service: str,
+    name: str,
+    header: tuple[str, str] | None,
+    candidates: tuple[str, ...],
+) -> list[dict[str, Any]]:
+    """Two routes to the same cluster: idempotent methods, replayed after a reset; the rest."""
+    replayable = _route(service, name, header, _forward(topology, service, candidates, replay=True))
+    replayable["match"].setdefault("headers", []).append(
+        {"name": ":method", "string_match": {"safe_regex": {"regex": _IDEMPOTENT_METHODS}}}
+    )
+    other = _route(
+        service, f"{name}/no-replay", header, _forward(topology, service, candidates, replay=False)
+    )
+    return [replayable, other]
 
 
 def _virtual_host(topology: Topology, service: str) -> dict[str, Any]:
@@ -191,20 +216,18 @@ def _virtual_host(topology: Topology, service: str) -> dict[str, Any]:
     for lane in topology.lanes:
         res = table[lane]
         if res.strict_miss:
-            action: dict[str, Any] = {
+            action = {
                 "direct_response": {
                     "status": 503,
                     "body": {"inline_string": _strict_miss_body(topology, res)},
                 }
             }
-        elif res.candidates == default.candidates:
-            continue  # the baseline default below answers it the same way
-        else:
-            action = _forward(topology, service, res.candidates)
-        routes.append(_route(service, lane, (topology.header, lane), action))
-    routes.append(
-        _route(service, topology.baseline, None, _forward(topology, service, default.candidates))
-    )
+            routes.append(_route(service, lane, (topology.header, lane), action))
+        elif res.candidates != default.candidates:  # else the baseline default answers it
+            routes += _forwarding_routes(
+                topology, service, lane, (topology.header, lane), res.candidates
+            )
+    routes += _forwarding_routes(topology, service, topology.baseline, None, default.candidates)
     return {
         "name": service,
         "domains": _domains(topology, service),

@@ -2,8 +2,9 @@
 
 Topology: feature-b falls back to feature-a, which falls back to the baseline. Service ``cart``
 has one feature-b endpoint, two feature-a endpoints and one baseline endpoint. Constant load
-(feature-a, feature-b and untagged requests) runs while the versions are stopped one by one
-(their servers closed: new connections refused, keep-alive connections closed):
+(feature-a, feature-b and untagged GETs, and feature-a and feature-b POSTs) runs while the
+versions are stopped one by one (their servers closed gracefully: the listening socket first,
+then idle keep-alive connections):
 
 1. stop feature-b            -> feature-b requests go to feature-a
 2. stop one feature-a (of 2) -> everything stays on the surviving feature-a endpoint
@@ -11,9 +12,12 @@ has one feature-b endpoint, two feature-a endpoints and one baseline endpoint. C
 
 A last test restarts a stopped version: with the active check its lane comes back to it.
 
-Every request of the run must answer 200, and every request that started and ended between two
-stops must come from the version the walk names for that state. Envoy's counters prove that
-connections really failed and were retried (the path under test was taken).
+Every GET of the run must answer 200. A POST must answer 200 unless it overlapped a stop: Envoy
+may have written it on a keep-alive connection the stopping version was closing, and a request
+the upstream may have acted on is not replayed (RFC 9110 9.2.2), so such a POST may get Envoy's
+JSON 503 naming the service; it is never sent twice (see test_a_request_inside_a_dying_version).
+Every request that started and ended between two stops must come from the version the walk
+names for that state. Envoy's counters prove that connections really failed and were retried.
 """
 
 from __future__ import annotations
@@ -31,7 +35,14 @@ from envoyproc import EnvoyProcess, running_envoy, validate_bootstrap
 from lane_router import Topology
 from lane_router._envoy import cluster_name, render_envoy
 
-WORKERS = {"feature-a": 6, "feature-b": 6, None: 2}
+# (lane, method) -> concurrent closed-loop clients
+WORKERS = {
+    ("feature-a", "GET"): 5,
+    ("feature-b", "GET"): 5,
+    (None, "GET"): 2,
+    ("feature-a", "POST"): 2,
+    ("feature-b", "POST"): 2,
+}
 PER_PHASE = 150  # requests that must complete entirely inside each steady phase
 
 
@@ -41,23 +52,25 @@ class Load:
 
     url: str
     phase: int = 0
-    records: list[tuple[int, int, str | None, int, str]] = field(default_factory=list)
+    records: list[tuple[int, int, str | None, str, int, str]] = field(default_factory=list)
     steady: dict[int, int] = field(default_factory=dict)
     wanted: dict[int, asyncio.Event] = field(default_factory=dict)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def worker(self, session: aiohttp.ClientSession, lane: str | None) -> None:
+    async def worker(self, session: aiohttp.ClientSession, lane: str | None, method: str) -> None:
         headers = {"host": "cart"}
         if lane:
             headers["x-lane"] = lane
+        body = b"order=1" if method == "POST" else None
         while not self.stop.is_set():
             start = self.phase
-            async with session.get(self.url, headers=headers) as resp:
+            async with session.request(method, self.url, headers=headers, data=body) as resp:
                 raw = await resp.read()
                 status = resp.status
-            served = json.loads(raw)["lane"] if status == 200 else raw.decode("latin-1")[:200]
+            answer = json.loads(raw)
+            served = answer["lane"] if status == 200 else json.dumps(answer)[:300]
             end = self.phase
-            self.records.append((start, end, lane, status, served))
+            self.records.append((start, end, lane, method, status, served))
             if start == end:
                 self.steady[end] = self.steady.get(end, 0) + 1
                 event = self.wanted.get(end)
@@ -123,8 +136,8 @@ async def _run_scenario(fleet: Fleet, proxy: EnvoyProcess, *, active_checks: boo
     stops = [("feature-b", 0), ("feature-a", 0), ("feature-a", 1)]
     async with aiohttp.ClientSession() as session:
         tasks = [
-            asyncio.create_task(load.worker(session, lane))
-            for lane, n in WORKERS.items()
+            asyncio.create_task(load.worker(session, lane, method))
+            for (lane, method), n in WORKERS.items()
             for _ in range(n)
         ]
         try:
@@ -138,20 +151,27 @@ async def _run_scenario(fleet: Fleet, proxy: EnvoyProcess, *, active_checks: boo
             load.stop.set()
             await asyncio.gather(*tasks)
 
-    errors = [r for r in load.records if r[3] != 200]
-    assert not errors, f"{len(errors)} of {len(load.records)} requests failed: {errors[:5]}"
-    wrong = [
-        r
-        for r in load.records
-        if r[0] == r[1] and r[0] in expected and r[4] != expected[r[0]][r[2]]
-    ]
+    def steady(r: tuple) -> bool:
+        return r[0] == r[1] and r[0] in expected
+
+    errors = [r for r in load.records if r[4] != 200]
+    assert not [r for r in errors if r[3] == "GET"], f"GETs failed: {errors[:5]}"
+    assert not [r for r in errors if steady(r)], f"failed between stops: {errors[:5]}"
+    for r in errors:  # a POST overlapping a stop: Envoy's JSON 503 naming the service and lane
+        answer = json.loads(r[5])
+        assert (r[4], answer["service"], answer["lane"]) == (503, "cart", r[2]), r
+    wrong = [r for r in load.records if steady(r) and r[5] != expected[r[0]][r[2]]]
     assert not wrong, f"{len(wrong)} answered by the wrong version: {wrong[:5]}"
     walks = {
         "feature-a": ("feature-a", "baseline"),
         "feature-b": ("feature-b", "feature-a", "baseline"),
     }
-    outside = [r for r in load.records if r[4] not in walks.get(r[2], ("baseline",))]
+    outside = [
+        r for r in load.records if r[4] == 200 and r[5] not in walks.get(r[2], ("baseline",))
+    ]
     assert not outside, f"answered outside the lane's walk: {outside[:5]}"
+    # POSTs ran and were answered in every steady phase.
+    assert {r[0] for r in load.records if r[3] == "POST" and steady(r)} == set(expected)
 
     # The failover path was really taken: each stopped version was found unhealthy (ejected by
     # passive health, or failed an active check), and every retry Envoy made succeeded.
@@ -217,3 +237,87 @@ async def test_restarted_version_takes_its_traffic_back(
                 assert asyncio.get_running_loop().time() < deadline, "never came back"
                 await asyncio.sleep(0.02)
     assert all(status == 200 for status, _ in answers), answers
+
+
+class _DiesMidRequest:
+    """A version that reads each request whole and then dies without answering: the connection
+    is closed under Envoy, as when the process is killed with the request inside it."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            self.received.append(head.split(b" ", 1)[0])
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.transport.abort()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "POST", "PATCH"])
+async def test_a_request_inside_a_dying_version(
+    fleet: Fleet, tmp_path_factory: pytest.TempPathFactory, method: str
+) -> None:
+    # Nothing was answered yet: an idempotent request is sent again, to the next lane of its walk;
+    # a POST or PATCH may already have had its effect, so it is not replayed (RFC 9110 9.2.2):
+    # the client gets Envoy's JSON 503 naming the service and decides itself.
+    dying = _DiesMidRequest()
+    topo = Topology.from_dict(
+        {
+            "lanes": {"feature-a": {}},
+            "services": {
+                "cart": {
+                    "versions": {
+                        "baseline": [fleet.start("cart", "baseline")],
+                        "feature-a": [await dying.start()],
+                    }
+                }
+            },
+        }
+    )
+    bootstrap = render_envoy(topo, listen="127.0.0.1:0", admin="127.0.0.1:0")
+    workdir = tmp_path_factory.mktemp("envoy-dying")
+    try:
+        with running_envoy(bootstrap, workdir=workdir) as proxy:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.request(
+                    method,
+                    proxy.url("/orders"),
+                    data=b"order=1",
+                    headers={"host": "cart", "x-lane": "feature-a"},
+                ) as resp,
+            ):
+                status, body = resp.status, json.loads(await resp.read())
+            baseline_requests = proxy.stats("cluster.cart|baseline.")[
+                "cluster.cart|baseline.upstream_rq_total"
+            ]
+    finally:
+        await dying.close()
+    assert dying.received[0] == method.encode()
+    if method in ("GET", "PUT"):
+        assert (status, body["lane"]) == (200, "baseline")
+        assert baseline_requests == 1
+    else:
+        assert status == 503
+        assert (body["service"], body["lane"]) == ("cart", "feature-a")
+        assert dying.received == [method.encode()]  # sent once, never again
+        assert baseline_requests == 0

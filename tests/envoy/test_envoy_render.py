@@ -12,6 +12,8 @@ from envoyproc import EnvoyError, validate_bootstrap
 from lane_router import Topology
 from lane_router._envoy import LUA_FILTER, cluster_name, lua_source, render_envoy
 
+IDEMPOTENT = "GET|HEAD|OPTIONS|TRACE|PUT|DELETE"  # RFC 9110 9.2.2
+
 ROOT = Path(__file__).resolve().parents[2]
 
 DOC = {
@@ -106,16 +108,28 @@ def test_virtual_host_domains(topo: Topology) -> None:
 def test_routes_lane_matches_then_baseline_default(topo: Topology) -> None:
     routes = _vhost(render_envoy(topo), "reviews")["routes"]
     names = [r["name"] for r in routes]
-    # quiet deploys nothing: the baseline default answers it, no route of its own.
-    assert names == ["reviews/feature-a", "reviews/feature-b", "reviews/hotfix", "reviews/baseline"]
-    for route in routes[:-1]:
-        (match,) = route["match"]["headers"]
-        assert match == {"name": "x-lane", "string_match": {"exact": route["name"].split("/")[1]}}
+    # quiet deploys nothing: the baseline default answers it, no route of its own. Each target
+    # has a route for idempotent methods (replayed after a reset) and one for the rest.
+    assert names == [
+        f"reviews/{lane}{suffix}"
+        for lane in ("feature-a", "feature-b", "hotfix", "baseline")
+        for suffix in ("", "/no-replay")
+    ]
+    methods = {"name": ":method", "string_match": {"safe_regex": {"regex": IDEMPOTENT}}}
+    for replay, other in zip(routes[:-2:2], routes[1:-2:2], strict=True):
+        lane = replay["name"].split("/")[1]
+        by_lane = {"name": "x-lane", "string_match": {"exact": lane}}
+        assert replay["match"]["headers"] == [by_lane, methods]
+        assert other["match"]["headers"] == [by_lane]
+        assert replay["route"]["cluster"] == other["route"]["cluster"]
+        assert "reset" in replay["route"]["retry_policy"]["retry_on"].split(",")
+        assert "reset" not in other["route"]["retry_policy"]["retry_on"].split(",")
+    assert routes[-2]["match"]["headers"] == [methods]
     assert "headers" not in routes[-1]["match"]
     assert routes[-1]["route"]["cluster"] == "reviews|baseline"
     # feature-b falls back to feature-a, then the baseline: one cluster over the walk.
-    assert routes[1]["route"]["cluster"] == "reviews|feature-a>baseline"
-    assert routes[2]["route"]["cluster"] == "reviews|hotfix"  # strict: no fallback
+    assert routes[2]["route"]["cluster"] == "reviews|feature-a>baseline"
+    assert routes[4]["route"]["cluster"] == "reviews|hotfix"  # strict: no fallback
 
 
 def test_strict_miss_is_a_direct_503(topo: Topology) -> None:
