@@ -22,7 +22,7 @@ from opentelemetry.propagators.textmap import (
     default_setter,
 )
 
-from lanes_sdk import _context
+from lanes_sdk._context import baggage_members, checked_lane, lane_of, with_lane
 from lanes_sdk._wire import baggage_key_from_env, header_from_env, lane_from_baggage
 
 __all__ = ["BAGGAGE_HEADER", "LanePropagator"]
@@ -89,18 +89,18 @@ class LanePropagator(TextMapPropagator):
         except Exception:  # a carrier or getter we cannot read is no lane, never an error
             _log.debug("lanes: unreadable carrier %s, no lane", type(carrier), exc_info=True)
             lane = None
-        members = _context.baggage_members(context)
+        members = baggage_members(context)
         held = members.get(self._key)
         if lane is None:
             if held is None:
                 return context
-            lane = _context.lane_of(held)
+            lane = lane_of(held)
             if lane is None:
                 _log.debug("lanes: dropping invalid baggage %s=%r", self._key, held)
                 return _baggage.remove_baggage(self._key, context)
         if held == lane and (len(members) == 1 or next(iter(members)) == self._key):
             return context  # already the bare name, and first: nothing to do (the common case)
-        return _context.with_lane(lane, context, key=self._key)
+        return with_lane(lane, context, key=self._key)
 
     def _lane_in(self, carrier: CarrierT, getter: Getter[CarrierT]) -> str | None:
         """design.md's extract order, as ``_wire.lane_from_headers``, reading the baggage
@@ -108,7 +108,7 @@ class LanePropagator(TextMapPropagator):
         values = _read(carrier, getter, self._header)
         if values:
             for value in values:
-                lane = _context.checked_lane(value)
+                lane = checked_lane(value)
                 if lane is not None:
                     return lane
         values = _read(carrier, getter, BAGGAGE_HEADER)
@@ -120,9 +120,9 @@ class LanePropagator(TextMapPropagator):
         context: Context | None = None,
         setter: Setter[CarrierT] = default_setter,
     ) -> None:
-        value = _context.baggage_members(context).get(self._key)
+        value = baggage_members(context).get(self._key)
         if value is not None:
-            lane = _context.lane_of(value)
+            lane = lane_of(value)
             if lane is not None:
                 setter.set(carrier, self._header, lane)
 

@@ -119,12 +119,12 @@ def _scan(header: str, key: str) -> str | None:
 def lane_from_baggage(values: Iterable[str | bytes], key: str = DEFAULT_BAGGAGE_KEY) -> str | None:
     """The first valid ``key`` member across every ``baggage`` field line, in order."""
     for value in values:
-        if isinstance(value, bytes | bytearray):
-            try:
-                value = value.decode("latin-1")
-            except Exception:  # pragma: no cover - latin-1 decodes every byte
+        if type(value) is not str:  # the common case skips these checks
+            if isinstance(value, bytes | bytearray):
+                value = value.decode("latin-1")  # decodes every byte
+            elif not isinstance(value, str):
                 continue
-        if not isinstance(value, str) or key not in value:
+        if key not in value:
             continue
         lane = _scan(value, key)
         if lane is not None:
