@@ -11,10 +11,10 @@ How a request finds its version (details and the reasons in ``envoy/README.md``)
   the baseline default. A strict miss is a direct 503 naming the lane and the service.
 * One cluster per (service, lane) version. Where a lane's walk has fallbacks, the route targets
   an aggregate cluster over the walk's versions in order: Envoy sends to the first with a healthy
-  endpoint. Passive health (one local-origin failure ejects a host), retries on connect failure
-  and reset, health changes delivered without Envoy's 1 s merge window and no partial-health
-  spill-over make a stopped version fail over without a single error (an active TCP health
-  check is optional).
+  endpoint. Passive health (one local-origin failure ejects a host), retries (on connect
+  failure; on reset too for idempotent methods, RFC 9110 9.2.2), health changes delivered
+  without Envoy's 1 s merge window and no partial-health spill-over make a stopped version fail
+  over without an error (an active TCP health check is optional).
 
 Everything Envoy answers by itself is JSON (``local_reply_config``). The result is a plain dict
 built in a fixed order from the (sorted) topology: the same input gives byte-identical output.
