@@ -26,22 +26,36 @@ class Downstream:
     """How apps reach other services: the data plane, addressed by service name.
 
     ``mode="host"`` sends origin-form requests to the data plane with ``Host: <service>``;
-    ``mode="proxy"`` uses the data plane as an HTTP proxy (absolute-form targets).
+    ``mode="fqdn"`` the same with Kubernetes' full name and the service port
+    (``Host: reviews.shop.svc.cluster.local:9080``); ``mode="proxy"`` uses the data plane as
+    an HTTP proxy (absolute-form targets).
     """
 
-    def __init__(self, session: aiohttp.ClientSession, *, address: str, mode: str = "host") -> None:
-        if mode not in ("host", "proxy"):
-            raise ValueError(f"mode must be 'host' or 'proxy', got {mode!r}")
+    MODES = ("host", "fqdn", "proxy")
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        address: str,
+        mode: str = "host",
+        namespace: str = "default",
+        port: int = 80,
+    ) -> None:
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {', '.join(self.MODES)}, got {mode!r}")
         self.session = session
         self.address = address
         self.mode = mode
+        self.suffix = f".{namespace}.svc.cluster.local:{port}"
 
     async def call(self, service: str) -> list[dict[str, Any]]:
         """The hops behind ``service``; a failed call is one hop with no lane and its status."""
-        if self.mode == "host":
-            url, kwargs = f"http://{self.address}/", {"headers": {"Host": service}}
-        else:
+        if self.mode == "proxy":
             url, kwargs = f"http://{service}/", {"proxy": f"http://{self.address}"}
+        else:
+            host = service if self.mode == "host" else service + self.suffix
+            url, kwargs = f"http://{self.address}/", {"headers": {"Host": host}}
         try:
             async with self.session.get(url, **kwargs) as resp:
                 body = await resp.read()

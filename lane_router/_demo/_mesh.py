@@ -120,6 +120,7 @@ class Mesh:
     ) -> Mesh:
         """Start workers, write ``lanes.yaml`` (without ``hidden`` versions), start the plane.
 
+        ``mode`` is how apps address the data plane (``Downstream``: host, fqdn or proxy).
         ``workers`` spreads the versions over that many processes; each ``isolate`` version gets
         a process of its own, so it can be killed alone. ``tracing`` gives the apps a real
         OpenTelemetry SDK tracer provider (spans recorded, no exporter). ``slow`` gives some
@@ -202,6 +203,8 @@ class Mesh:
                 "dataplane": dataplane,
                 "host": host,
                 "mode": mode,
+                "namespace": "default",
+                "port": bp.service_port,
                 "tracing": tracing,
                 "versions": [
                     {

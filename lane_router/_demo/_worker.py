@@ -59,7 +59,13 @@ async def _serve(spec: dict[str, Any]) -> None:
         connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
         timeout=aiohttp.ClientTimeout(total=30),
     )
-    downstream = Downstream(session, address=spec["dataplane"], mode=spec.get("mode", "host"))
+    downstream = Downstream(
+        session,
+        address=spec["dataplane"],
+        mode=spec.get("mode", "host"),
+        namespace=spec.get("namespace", "default"),
+        port=int(spec.get("port", 80)),
+    )
     runners: list[web.AppRunner] = []
     ports: list[list[Any]] = []
     try:

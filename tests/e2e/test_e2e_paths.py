@@ -9,10 +9,11 @@ import pytest
 from lane_router._demo import Mesh, bookinfo, lane_cases, shop
 
 
-@pytest.mark.parametrize("mode", ["host", "proxy"])
+@pytest.mark.parametrize("mode", ["host", "fqdn", "proxy"])
 async def test_every_lane_is_served_as_predicted(plane: str, mode: str) -> None:
-    """Apps call services by name through the data plane (Host header, or the plane as an
-    HTTP proxy); every hop of every lane matches ``Topology.resolve``."""
+    """Apps call services by name through the data plane (``Host: <service>``, the full
+    cluster name with the port, or the plane as an HTTP proxy); every hop of every lane
+    matches ``Topology.resolve``."""
     mesh = await Mesh.start(shop(), plane=plane, mode=mode)
     try:
         topo = mesh.topology
