@@ -215,11 +215,13 @@ class Exchange:
             self.pending = None
             self.pending_size = 0
             self.conn.unblock(B_PENDING)
+            if self.client_done and self.chunked_up:
+                data.append(LAST_CHUNK)
+            up.transport.writelines(data)
+        elif self.client_done and self.chunked_up:
+            up.transport.write(self.head + LAST_CHUNK)
         else:
-            data = [self.head]
-        if self.client_done and self.chunked_up:
-            data.append(LAST_CHUNK)
-        up.transport.writelines(data)
+            up.transport.write(self.head)  # the common case: one send, no iovec
         if self.expect and not self.client_done:
             self.expect = False
             self.conn.transport.write(CONTINUE)

@@ -139,7 +139,12 @@ class UpstreamConnection(asyncio.Protocol):
         out = self.out
         ex = self.ex
         if ex is not None and not ex.conn.closed:
-            ex.conn.transport.writelines(out)
+            if len(out) == 1:
+                ex.conn.transport.write(out[0])
+            elif len(out) == 2 and len(out[1]) < 16384:  # head + small body: one plain send
+                ex.conn.transport.write(out[0] + out[1])
+            else:
+                ex.conn.transport.writelines(out)
         out.clear()
 
     def restart_parser(self) -> None:
