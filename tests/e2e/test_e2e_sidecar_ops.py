@@ -7,10 +7,11 @@ import dataclasses
 import random
 import signal
 
+import pytest
+
 from lane_router._demo import Mesh, lane_cases, parse_prometheus, pump, shop, start_plane
 from lane_router._demo._predict import entry_lane, predict_reload_paths
 from lane_router._demo._proc import wait_until
-from lane_router._topology import Lane
 
 REQUESTS = 2_000
 CONCURRENCY = 32
@@ -22,28 +23,32 @@ async def _counter(mesh: Mesh, name: str) -> float:
     return sum(v for _, v in parse_prometheus(text, name))
 
 
-async def test_reload_under_load_drops_nothing() -> None:
-    """Mid-run, ``lanes.yaml`` is rewritten (a new version appears, a lane's fallback changes)
-    and the sidecar gets SIGHUP. No request fails; each hop is routed by the old or the new
-    table (a request in flight across the swap may mix them, but below a hop routed by the new
-    table every hop is new), and every request issued after the first all-new answer of a
-    changed lane is entirely new."""
+@pytest.mark.parametrize("change", ["grow", "shrink"])
+async def test_reload_under_load_drops_nothing(change: str) -> None:
+    """Mid-run, ``lanes.yaml`` is rewritten and the sidecar gets SIGHUP. ``grow``: a version
+    that was running unlisted appears and a lane's fallback changes; ``shrink``: a version
+    disappears and a lane becomes strict (so lanes falling back to it now miss). No request
+    fails; each hop is routed by the old or the new table (a request in flight across the
+    swap may mix them, but below a hop routed by the new table every hop is new), and every
+    request issued after the first all-new answer of a changed lane is entirely new."""
     base = shop(lanes=20)
-    # One more version, running from the start but absent from the first lanes.yaml.
-    extra = ("cart", "lane-01")
-    assert "lane-01" not in base.deploys["cart"]
-    deploys = {**base.deploys, "cart": (*base.deploys["cart"], "lane-01")}
-    bp = dataclasses.replace(base, deploys=deploys)
-    mesh = await Mesh.start(bp, plane="sidecar", hidden=[extra])
+    if change == "grow":
+        extra = ("cart", "lane-01")  # running from the start, absent from the first lanes.yaml
+        assert "lane-01" not in base.deploys["cart"]
+        deploys = {**base.deploys, "cart": (*base.deploys["cart"], "lane-01")}
+        bp = dataclasses.replace(base, deploys=deploys)
+        hidden, gone = [extra], []
+        edit = ("lane-15", {"fallback": "lane-12"})
+    else:
+        bp, hidden, gone = base, [], [("catalog", "lane-00")]
+        edit = ("lane-05", {"strict": True})
+    mesh = await Mesh.start(bp, plane="sidecar", hidden=hidden)
     try:
         old = mesh.topology
         assert old is not None
-        lanes = [
-            dataclasses.replace(x, fallback="lane-12") if x.name == "lane-15" else x
-            for x in bp.lanes
-        ]
-        assert all(isinstance(x, Lane) for x in lanes)
-        new = mesh.build_topology(lanes=lanes)
+        name, fields = edit
+        lanes = [dataclasses.replace(x, **fields) if x.name == name else x for x in bp.lanes]
+        new = mesh.build_topology(lanes=lanes, exclude=gone)
         cases = lane_cases(old)
         before = {label: mesh.predict(h, topology=old) for label, h in cases}
         after = {label: mesh.predict(h, topology=new) for label, h in cases}
