@@ -72,7 +72,7 @@ def _best_us(fn: Callable[[], object], number: int, repeat: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--number", type=int, default=20_000, help="hops per run")
-    parser.add_argument("--repeat", type=int, default=25, help="runs; the best one counts")
+    parser.add_argument("--repeat", type=int, default=15, help="runs; the best one counts")
     args = parser.parse_args(argv)
     number, repeat = args.number, args.repeat
 
