@@ -318,6 +318,9 @@ class ClientConnection(asyncio.Protocol):
         self.head_bytes = 0
         if ex is not None:
             ex.client_finished()
+        if self.cur is None:  # answered before its end (an error): now idle, not mid-head
+            self.deadline = self.sc.loop.time() + self.sc.keepalive_timeout
+            self.kind = K_IDLE
 
     # -- the routing decision -------------------------------------------------------------
 

@@ -306,3 +306,13 @@ def test_request_transfer_coding_other_than_chunked_is_501(tight: Any) -> None:
         b"2\r\nhi\r\n0\r\n\r\n",
     )
     _json_error(status, headers, raw, 501, "unsupported transfer-encoding")
+
+
+def test_keepalive_after_an_error_closes_quietly(tight: Any) -> None:
+    """An answered request leaves the connection idle: no 408 for a head never started."""
+    sc, _, _ = tight
+    with connect(sc.proxy) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: nope\r\n\r\n")
+        status, headers, _ = read_response(sock)
+        assert status == 404 and "connection" not in headers
+        assert sock.recv(65536) == b""  # closed at --keepalive-timeout, nothing sent
