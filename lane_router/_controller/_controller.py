@@ -1,7 +1,8 @@
 """The reconcile loop: cluster objects in, Istio routes out, one host at a time.
 
 Threads: one informer per watched resource feeds *dirty* marks (a TrafficLane marks its whole
-namespace, a Deployment, Service, VirtualService or DestinationRule only its host); one worker
+namespace; a TrafficCanary, Deployment, Service, VirtualService or DestinationRule only its
+host); one worker
 drains them, so a burst of changes costs one pass and a Deployment change re-renders one host.
 Only the Lease holder writes. A host whose write failed is retried with backoff; nothing else
 waits for it.
@@ -24,6 +25,7 @@ from lane_router._controller._kube import (
     DEPLOYMENTS,
     RESOURCES,
     SERVICES,
+    TRAFFICCANARIES,
     TRAFFICLANES,
     VIRTUALSERVICES,
     ApiError,
@@ -34,7 +36,7 @@ from lane_router._controller._leader import LeaderElector
 from lane_router._controller._metrics import Metrics
 from lane_router._controller._model import NamespaceModel, build_namespace, pod_labels
 from lane_router._controller._plan import HostPlan, host_keys, is_ours, plan_host
-from lane_router._controller._status import lane_status, status_patch
+from lane_router._controller._status import canary_status, lane_status, status_patch
 from lanes_sdk._wire import DEFAULT_BAGGAGE_KEY, DEFAULT_BASELINE, DEFAULT_HEADER
 
 __all__ = ["Controller", "ControllerOptions"]
@@ -172,6 +174,13 @@ class Controller:
                     if old is not None and new is not None and old.get("spec") == new.get("spec"):
                         break  # a status write (often ours): nothing to route differently
                     self._dirty_ns.add(ns)
+                elif res is TRAFFICCANARIES:
+                    if old is not None and new is not None and old.get("spec") == new.get("spec"):
+                        break
+                    svc = (obj.get("spec") or {}).get("service")
+                    if isinstance(svc, str):
+                        self._dirty_hosts.add((ns, svc))
+                    self._status_ns.add(ns)
                 elif res is DEPLOYMENTS:
                     app = pod_labels(obj).get(self.options.app_label)
                     if isinstance(app, str):
@@ -278,7 +287,7 @@ class Controller:
                 }
             changed = self._reconcile_hosts(ns, model, ns_hosts, objs)
             if ns in dirty_ns or ns in status_ns or changed:
-                self._update_statuses(ns, model, objs.get("TrafficLane", ()))
+                self._update_statuses(ns, model, objs)
         self.metrics.inc("traffic_lanes_reconcile_seconds_total", time.process_time() - started)
         self.metrics.set("traffic_lanes_conflicts", float(len(self._conflicts)))
         with self._cond:
@@ -296,6 +305,7 @@ class Controller:
             lanes=objs.get("TrafficLane", ()),
             deployments=objs.get("Deployment", ()),
             services=objs.get("Service", ()),
+            canaries=objs.get("TrafficCanary", ()),
             now=datetime.now(UTC),
             baseline=self.options.baseline,
             header=self.options.header,
@@ -440,28 +450,32 @@ class Controller:
             except ApiError as exc:
                 log.warning("event for %s not recorded: %s", c, exc)
 
-    def _update_statuses(self, ns: str, model: NamespaceModel, lanes: Iterable[dict]) -> None:
+    def _update_statuses(
+        self, ns: str, model: NamespaceModel, objs: Mapping[str, list[dict[str, Any]]]
+    ) -> None:
         conflicts = {h: c for (n, h), c in self._conflicts.items() if n == ns}
         failed = {h for n, h in self._failed if n == ns}
         for c in [c for c in self._evented if c.split(" ", 1)[-1].startswith(f"{ns}/")]:
             if not any(c in cs for cs in conflicts.values()):
                 self._evented.discard(c)  # resolved: report again if it comes back
-        for obj in lanes:
-            name = obj["metadata"]["name"]
-            status = lane_status(
-                obj, model, conflicts=conflicts, failed=failed, now=datetime.now(UTC)
-            )
-            patch = status_patch(obj.get("status") or {}, status)
-            if patch is None:
-                continue
+        now = datetime.now(UTC)
+        for res, make in ((TRAFFICLANES, lane_status), (TRAFFICCANARIES, canary_status)):
+            for obj in objs.get(res.kind, ()):
+                status = make(obj, model, conflicts=conflicts, failed=failed, now=now)
+                self._write_status(res, ns, obj, status)
+
+    def _write_status(self, res: Resource, ns: str, obj: dict, status: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        patch = status_patch(obj.get("status") or {}, status)
+        if patch is not None:
             if not self.is_leader():
                 raise _NotLeader
             try:
-                self.kube.patch_lane_status(ns, name, patch)
-                self.metrics.inc("traffic_lanes_writes_total", verb="status", kind="TrafficLane")
+                self.kube.patch_status(res, ns, name, patch)
+                self.metrics.inc("traffic_lanes_writes_total", verb="status", kind=res.kind)
             except ApiError as exc:
                 if exc.status != 404:
-                    log.warning("status of TrafficLane %s/%s: %s", ns, name, exc)
+                    log.warning("status of %s %s/%s: %s", res.kind, ns, name, exc)
                     with self._cond:
                         self._status_ns.add(ns)
                         self._retry_at = time.monotonic() + self._retry_backoff.next()

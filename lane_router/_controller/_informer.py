@@ -122,6 +122,12 @@ class Informer:
                     )
                     relist = True
                     continue
+                if exc.status == 404 and self.res.optional and relist:
+                    if not self.synced.is_set():
+                        log.warning("%s: not served (CRD not installed?)", self.res.plural)
+                        self.synced.set()  # an empty list; the other kinds keep routing
+                    self._wait("absent")
+                    continue
                 log.warning("%s: %s; retrying", self.res.plural, exc)
                 self._wait("error")
             except Exception as exc:  # a bug or a malformed response: never kill the thread

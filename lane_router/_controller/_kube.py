@@ -24,6 +24,7 @@ __all__ = [
     "LANES_VERSION",
     "RESOURCES",
     "SERVICES",
+    "TRAFFICCANARIES",
     "TRAFFICLANES",
     "VIRTUALSERVICES",
     "ApiError",
@@ -45,6 +46,9 @@ class Resource:
     version: str
     plural: str
     kind: str
+    # A newer CRD the cluster may not have yet (the controller upgraded before the CRDs): its
+    # 404 is an empty list, so the rest keeps routing, and the informer keeps retrying.
+    optional: bool = False
 
     @property
     def api_version(self) -> str:
@@ -52,12 +56,23 @@ class Resource:
 
 
 TRAFFICLANES = Resource(LANES_GROUP, LANES_VERSION, "trafficlanes", "TrafficLane")
+TRAFFICCANARIES = Resource(
+    LANES_GROUP, LANES_VERSION, "trafficcanaries", "TrafficCanary", optional=True
+)
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
 SERVICES = Resource("", "v1", "services", "Service")
 VIRTUALSERVICES = Resource("networking.istio.io", "v1", "virtualservices", "VirtualService")
 DESTINATIONRULES = Resource("networking.istio.io", "v1", "destinationrules", "DestinationRule")
 RESOURCES = {
-    r.kind: r for r in (TRAFFICLANES, DEPLOYMENTS, SERVICES, VIRTUALSERVICES, DESTINATIONRULES)
+    r.kind: r
+    for r in (
+        TRAFFICLANES,
+        TRAFFICCANARIES,
+        DEPLOYMENTS,
+        SERVICES,
+        VIRTUALSERVICES,
+        DESTINATIONRULES,
+    )
 }
 
 
@@ -224,12 +239,18 @@ class Kube:
             raise _error(exc) from exc
 
     def patch_lane_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.patch_status(TRAFFICLANES, namespace, name, status)
+
+    def patch_status(
+        self, res: Resource, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        """JSON merge patch of a custom object's ``status`` subresource."""
         try:
             self._custom.patch_namespaced_custom_object_status(
-                LANES_GROUP,
-                LANES_VERSION,
+                res.group,
+                res.version,
                 namespace,
-                TRAFFICLANES.plural,
+                res.plural,
                 name,
                 {"status": dict(status)},
                 _content_type=_MERGE,

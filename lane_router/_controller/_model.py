@@ -10,7 +10,9 @@ and its Services make one topology. Nothing here decides where a request goes; t
   status says why);
 - a version exists when a Deployment's pods carry ``app: S`` and ``lane: L`` for a live lane L and
   a Service S exists; a lane's version counts once it has an available replica, so a route never
-  points at a subset with no ready pod (the baseline always counts).
+  points at a subset with no ready pod (the baseline always counts);
+- a TrafficCanary of S adds its version (pods ``app: S``, ``lane: <version>``) under the same
+  rule: no available replica, no canary (its status says why).
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from lane_router._controller._canary import (
+    NO_SERVICE,
+    NOT_AVAILABLE,
+    ROUTED,
+    CanaryInfo,
+    CanaryPick,
+    pick_canaries,
+)
 from lane_router._topology import Lane, Service, Topology, TopologyError
 
 __all__ = [
@@ -95,6 +105,7 @@ class NamespaceModel:
     lanes: Mapping[str, LaneInfo] = field(default_factory=dict)
     next_expiry: datetime | None = None
     skipped: tuple[str, ...] = ()  # services left out, each with the reason
+    canaries: Mapping[str, CanaryInfo] = field(default_factory=dict)  # by TrafficCanary name
 
 
 def build_namespace(
@@ -109,8 +120,9 @@ def build_namespace(
     baggage_key: str,
     app_label: str = "app",
     lane_label: str = "lane",
+    canaries: Iterable[Mapping[str, Any]] = (),
 ) -> NamespaceModel:
-    """The topology of one namespace and the status facts of its lanes."""
+    """The topology of one namespace and the status facts of its lanes and canaries."""
     declared: dict[str, Lane] = {}
     expired: dict[str, str | None] = {}  # expired lane -> its fallback
     infos: dict[str, LaneInfo] = {}
@@ -149,11 +161,20 @@ def build_namespace(
         port = _service_port(svc)
         if port is not None:
             ports[svc["metadata"]["name"]] = port
+    picks, canary_infos = pick_canaries(
+        canaries, lane_names=set(infos), baseline=baseline, header=header
+    )
+    wanted = {(p.service, p.canary.version) for p in picks.values()}
+    available: set[tuple[str, str]] = set()
     versions: dict[str, set[str]] = {}
     for dep in deployments:
         labels = pod_labels(dep)
         app, lane = labels.get(app_label), labels.get(lane_label)
         if not isinstance(app, str) or not isinstance(lane, str) or app not in ports:
+            continue
+        if (app, lane) in wanted:
+            if int((dep.get("status") or {}).get("availableReplicas") or 0) >= 1:
+                available.add((app, lane))
             continue
         if lane != baseline:
             if lane not in declared:
@@ -164,9 +185,16 @@ def build_namespace(
     skipped = tuple(
         sorted(f"{s}: no {baseline!r} version" for s, v in versions.items() if baseline not in v)
     )
-    svc_objs = [
-        Service(s, {lane: () for lane in v}, ports[s]) for s, v in versions.items() if baseline in v
-    ]
+    svc_objs = []
+    for s, v in versions.items():
+        if baseline not in v:
+            continue
+        pick = picks.get(s)
+        if pick is not None and (s, pick.canary.version) in available:
+            vs = {lane: () for lane in v} | {pick.canary.version: ()}
+            svc_objs.append(Service(s, vs, ports[s], canary=pick.canary))
+        else:
+            svc_objs.append(Service(s, {lane: () for lane in v}, ports[s]))
 
     topology, dropped = _build(declared, svc_objs, baseline, header, baggage_key, namespace)
     for name, problem in dropped.items():
@@ -181,7 +209,47 @@ def build_namespace(
                 infos[name] = LaneInfo(
                     name, True, expires_at=info.expires_at, services=tuple(deployed.get(name, ()))
                 )
-    return NamespaceModel(namespace, topology, dict(sorted(infos.items())), next_expiry, skipped)
+    for pick in picks.values():
+        canary_infos[pick.name] = _canary_info(
+            pick, topology, ports, versions, baseline, (app_label, lane_label)
+        )
+    return NamespaceModel(
+        namespace,
+        topology,
+        dict(sorted(infos.items())),
+        next_expiry,
+        skipped,
+        dict(sorted(canary_infos.items())),
+    )
+
+
+def _canary_info(
+    pick: CanaryPick,
+    topology: Topology | None,
+    ports: Mapping[str, int],
+    versions: Mapping[str, set[str]],
+    baseline: str,
+    labels: tuple[str, str],
+) -> CanaryInfo:
+    c = pick.canary
+    svc = topology.services.get(pick.service) if topology is not None else None
+    if svc is not None and svc.canary == c:
+        n = len(c.matches)
+        share = f"{c.weight}% of the rest" if n else f"{c.weight}%"
+        which = f"those matching any of {n} content match(es), then {share}" if n else share
+        message = f"baseline requests of {pick.service} to {c.version}: {which}"
+        return CanaryInfo(pick.name, pick.service, c.version, True, ROUTED, message, c.weight, n)
+    if pick.service not in ports:
+        why = f"no Service {pick.service} in this namespace"
+        return CanaryInfo(pick.name, pick.service, c.version, False, NO_SERVICE, why)
+    if baseline not in versions.get(pick.service, ()):
+        why = f"Service {pick.service} has no {baseline!r} Deployment, so it is not routed"
+        return CanaryInfo(pick.name, pick.service, c.version, False, NO_SERVICE, why)
+    why = (
+        f"no Deployment with pods {labels[0]}={pick.service}, {labels[1]}={c.version} "
+        "has an available replica; its requests stay on the baseline"
+    )
+    return CanaryInfo(pick.name, pick.service, c.version, False, NOT_AVAILABLE, why)
 
 
 def _build(
@@ -197,7 +265,12 @@ def _build(
     lanes = dict(declared)
     for _ in range(len(declared) + 1):
         live = [
-            Service(s.name, {k: v for k, v in s.versions.items() if k not in dropped}, s.port)
+            Service(
+                s.name,
+                {k: v for k, v in s.versions.items() if k not in dropped},
+                s.port,
+                canary=s.canary,
+            )
             for s in services
         ]
         try:

@@ -1,4 +1,4 @@
-"""TrafficLane status: what the lane deploys, whether its routes are live, and why not."""
+"""TrafficLane and TrafficCanary status: what is routed, whether it is live, and why not."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from lane_router._controller._model import NamespaceModel
 
-__all__ = ["lane_status", "status_patch"]
+__all__ = ["canary_status", "lane_status", "status_patch"]
 
 
 def _ts(t: datetime) -> str:
@@ -104,6 +104,43 @@ def lane_status(
     if lane_conflicts:
         status["conflicts"] = lane_conflicts
     status["conditions"] = conditions
+    return status
+
+
+def canary_status(
+    obj: Mapping[str, Any],
+    model: NamespaceModel,
+    *,
+    conflicts: Mapping[str, tuple[str, ...]],
+    failed: set[str],
+    now: datetime,
+) -> dict[str, Any]:
+    """Ready=True only while the host's routes carry the canary; ``observedWeight`` with it."""
+    name = obj["metadata"]["name"]
+    generation = int(obj["metadata"].get("generation") or 0)
+    old = obj.get("status") or {}
+    info = model.canaries.get(name)
+    host = info.service if info is not None else ""
+    routed = False
+    if info is None:
+        ready = (False, "Pending", "not reconciled yet")
+    elif not info.routed:
+        ready = (False, info.reason, info.message)
+    elif conflicts.get(host):
+        ready = (
+            False,
+            "Conflict",
+            f"routes not applied for {host}, owned by others: " + ", ".join(conflicts[host]),
+        )
+    elif host in failed:
+        ready = (False, "ApplyFailed", f"retrying the routes of {host}")
+    else:
+        ready, routed = (True, info.reason, info.message), True
+    status: dict[str, Any] = {"observedGeneration": generation}
+    if routed and info is not None:
+        status["observedWeight"] = info.weight
+        status["matches"] = info.matches
+    status["conditions"] = [_condition("Ready", *ready, old, now, generation)]
     return status
 
 

@@ -7,7 +7,8 @@ events, ``410 Gone`` once a version is compacted away), get, create, replace wit
 concurrency (409 on a stale resourceVersion), server-side apply with field managers (409 on a
 field owned by another manager unless forced), JSON merge patch (``/status`` too), delete with
 preconditions, Leases and Events. It validates what is written: Istio objects against the Istio
-CRDs (closed), TrafficLanes against our CRD. Faults on demand: answer N requests with 500, drop
+CRDs (closed), TrafficLanes and TrafficCanaries against our CRDs (a status write only on its
+status, as with CRD validation ratcheting). Faults on demand: answer N requests with 500, drop
 every watch, compact history, or restart (all connections cut) when a given request arrives.
 
 Not covered (a real cluster shows them): admission webhooks, RBAC enforcement, field-level
@@ -41,12 +42,14 @@ KINDS = {
     ("apps", "v1", "deployments"): "Deployment",
     ("coordination.k8s.io", "v1", "leases"): "Lease",
     ("lanes.traffic-lanes.io", "v1alpha1", "trafficlanes"): "TrafficLane",
+    ("lanes.traffic-lanes.io", "v1alpha1", "trafficcanaries"): "TrafficCanary",
     ("networking.istio.io", "v1", "virtualservices"): "VirtualService",
     ("networking.istio.io", "v1", "destinationrules"): "DestinationRule",
 }
 PLURAL = {kind: key for key, kind in KINDS.items()}
 _CORE_LIST_KINDS = {"Service", "Event", "Namespace", "Deployment", "Lease"}  # items lack kind
 _CRD = str(REPO / "k8s" / "crd.yaml")
+_CANARY_CRD = str(REPO / "k8s" / "crd-canary.yaml")
 _DROP, _END = object(), object()
 
 
@@ -235,8 +238,11 @@ class KubeDouble:
 
     # -- test-side helpers (any thread) -----------------------------------------------------
 
-    def put(self, obj: dict[str, Any], *, manager: str = "kubectl") -> dict[str, Any]:
-        """Create or update as a user would (an Update by ``manager``, owning every field)."""
+    def put(
+        self, obj: dict[str, Any], *, manager: str = "kubectl", validate: bool = True
+    ) -> dict[str, Any]:
+        """Create or update as a user would (an Update by ``manager``, owning every field).
+        ``validate=False`` stores what an older, looser schema once admitted."""
         obj = copy.deepcopy(obj)
         kind, md = obj["kind"], obj["metadata"]
         key = (kind, md.get("namespace", ""), md["name"])
@@ -246,7 +252,7 @@ class KubeDouble:
                 md["resourceVersion"] = current["metadata"]["resourceVersion"]
                 if "status" in current and "status" not in obj:
                     obj["status"] = current["status"]
-            err = self._validate(obj)
+            err = self._validate(obj) if validate else None
             if err:
                 raise ValueError(err)
             self.owners.setdefault(key, {})[manager] = ("Update", set(_fields_of(obj)))
@@ -343,7 +349,9 @@ class KubeDouble:
         for _, _, q in watchers:
             self._push(q, how)
 
-    def _validate(self, obj: dict[str, Any]) -> str | None:
+    def _validate(self, obj: dict[str, Any], under: str = "") -> str | None:
+        """Schema errors (``under``: only those below that top-level field; a status write does
+        not fail on a spec an older schema admitted, as with CRD validation ratcheting)."""
         if not self.validate:
             return None
         kind = obj.get("kind")
@@ -352,6 +360,8 @@ class KubeDouble:
             v = istio_validator(kind, version)
         elif kind == "TrafficLane":
             v = crd_validator(_CRD, version)
+        elif kind == "TrafficCanary":
+            v = crd_validator(_CANARY_CRD, version)
         else:
             return None
         slim = {k: val for k, val in obj.items() if k != "metadata"}
@@ -361,7 +371,9 @@ class KubeDouble:
             if k in obj["metadata"]
         }
         errors = [
-            f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in v.iter_errors(slim)
+            f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in v.iter_errors(slim)
+            if not under or (e.absolute_path and e.absolute_path[0] == under)
         ]
         return "; ".join(errors) or None
 
@@ -675,7 +687,7 @@ class KubeDouble:
         else:
             patch.pop("status", None)
             obj = _merge_patch(current, patch)
-        err = self._validate(obj)
+        err = self._validate(obj, "status" if sub == "status" else "")
         if err:
             return _status(422, "Invalid", err)
         return web.json_response(self._commit(key, obj, current))
