@@ -22,6 +22,14 @@ name" (an invalid or empty ``x-lane`` is ignored, as the SDK and the sidecar do)
 answer a JSON 503 ``directResponse``; the baseline subset is the catch-all, last. Every route,
 the default included, names a subset, so untagged traffic never reaches a lane's pods.
 
+Canaries (``Service.canary``) take baseline traffic only. With a canary, every declared lane
+gets its routes, those served by the baseline too (explicitly to the baseline subset, with the
+same ``x-lane``-first order and guards), so that lane traffic is settled before the canary
+routes: then one route whose ``match`` entries are the canary's content matches (headers and
+``uri``; OR between entries, AND inside) to the canary subset, then the default route split by
+weight (baseline 100-w, canary w; a 0 or 100 weight leaves one destination). The
+DestinationRule gets a subset for the canary version (label ``lane: <version>``).
+
 Istio has no fallback between subsets (istio#41787): a lane routes to the version that serves it
 (``Resolution.serving``); when that version has no ready pod, Istio answers 503 UH. The Envoy
 renderer and the sidecar fall back along ``Resolution.candidates`` instead.
@@ -42,7 +50,7 @@ from typing import Any
 
 from lane_router._match import VALID_LANE_REGEX, baggage_regex
 from lane_router._render import gc_paused
-from lane_router._topology import Topology
+from lane_router._topology import Canary, Topology
 
 __all__ = [
     "API_VERSION",
@@ -121,12 +129,13 @@ def _http_routes(
     table = topology.routes[service]
     header = topology.header
     baseline = topology.baseline
+    canary = table[baseline].canary
     by_header: list[dict[str, Any]] = []
     by_baggage: list[dict[str, Any]] = []
     for lane, (header_name, baggage_name, regex) in strings.items():  # sorted lanes
         candidates = table[lane].candidates
-        if candidates and candidates[0] == baseline:
-            continue  # served by the baseline: the default route does it
+        if candidates and candidates[0] == baseline and canary is None:
+            continue  # served by the baseline: the default route does it (no canary to skip)
         header_route: dict[str, Any] = {
             "name": header_name,
             "match": [{"headers": {header: {"exact": lane}}}],
@@ -151,7 +160,45 @@ def _http_routes(
         by_header.append(header_route)
         by_baggage.append(baggage_route)
     default = {"name": "baseline", "route": [{"destination": {"host": host, "subset": baseline}}]}
-    return [*by_header, *by_baggage, default]
+    if canary is None:
+        return [*by_header, *by_baggage, default]
+    return [*by_header, *by_baggage, *_canary_routes(canary, host, baseline, default)]
+
+
+def _canary_routes(
+    canary: Canary, host: str, baseline: str, default: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Content matches to the canary subset, then the weighted default (after every lane route).
+
+    Every declared lane has a route above these, so only baseline traffic (no lane, an invalid
+    or an undeclared one) reaches them: lane traffic never lands on a canary.
+    """
+    out: list[dict[str, Any]] = []
+    if canary.matches:
+        entries = []
+        for m in canary.matches:
+            entry: dict[str, Any] = {}
+            if m.headers:
+                entry["headers"] = {name: {kind: value} for name, kind, value in m.headers}
+            if m.uri is not None:
+                entry["uri"] = {m.uri[0]: m.uri[1]}
+            entries.append(entry)
+        out.append(
+            {
+                "name": f"canary-{canary.version}-match",
+                "match": entries,
+                "route": [{"destination": {"host": host, "subset": canary.version}}],
+            }
+        )
+    if canary.weight >= 100:
+        default["route"] = [{"destination": {"host": host, "subset": canary.version}}]
+    elif canary.weight > 0:
+        default["route"] = [
+            {"destination": {"host": host, "subset": baseline}, "weight": 100 - canary.weight},
+            {"destination": {"host": host, "subset": canary.version}, "weight": canary.weight},
+        ]
+    out.append(default)
+    return out
 
 
 def render_istio_host(
@@ -182,9 +229,11 @@ def _host(
     if export_to is not None:
         dr_spec["exportTo"] = list(export_to)
         vs_spec["exportTo"] = list(export_to)
-    dr_spec["subsets"] = [
-        {"name": lane, "labels": {lane_label: lane}} for lane in topology.lanes_of(service)
-    ]
+    versions = list(topology.lanes_of(service))
+    canary = topology.services[service].canary
+    if canary is not None:
+        versions.append(canary.version)  # pods labelled `lane: <version>`, like a lane's
+    dr_spec["subsets"] = [{"name": v, "labels": {lane_label: v}} for v in versions]
     vs_spec["http"] = _http_routes(topology, service, strings or _lane_strings(topology))
     dr = {
         "apiVersion": API_VERSION,

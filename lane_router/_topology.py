@@ -493,6 +493,9 @@ def _validate_canary(
                 problems.append(f"{ckey}: unknown match kind {kind!r} (exact, prefix or regex)")
             elif not isinstance(value, str):
                 problems.append(f"{ckey}.{kind}: must be a string")
+            elif ckey.endswith(".uri") and kind != "regex" and (value[:1] != "/" or "?" in value):
+                # Every data plane matches the path without its query: '/'-less or '?' never match.
+                problems.append(f"{ckey}.{kind}: a path starts with '/' and holds no '?'")
             elif kind == "regex":
                 try:
                     re.compile(value)

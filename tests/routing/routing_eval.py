@@ -14,6 +14,11 @@ Istio (istio.io VirtualService reference; Envoy route matching):
 * repeated header lines: Envoy 1.40 tests each field line (any line matching wins); older Envoys
   joined them with ``,``. ``mode`` picks one; the tests run both.
 * nothing matches: 404.
+* ``uri`` (canaries): istiod turns ``exact`` into Envoy's ``path`` and ``regex`` into
+  ``safe_regex``, both compared with the path *without* its query string, and ``prefix`` into
+  Envoy's ``prefix``, compared with the whole ``:path``, query included;
+* ``route`` with several destinations splits by ``weight`` (relative weights; one destination
+  without a weight takes everything; a weight of 0 takes nothing): ``Outcome.split``.
 
 Gateway API (HTTPRoute spec, "precedence"): among all rules of every route attached to the
 Service, the match with the most header matches wins; ties go to the older route (then the route
@@ -33,7 +38,7 @@ __all__ = ["Outcome", "gamma_backend", "istio_outcome"]
 
 Headers = Sequence[tuple[str, str]]
 _OWS = " \t"
-_ALLOWED_MATCH_KEYS = {"headers", "withoutHeaders", "name"}
+_ALLOWED_MATCH_KEYS = {"headers", "withoutHeaders", "name", "uri"}
 _ALLOWED_ROUTE_KEYS = {"name", "match", "route", "directResponse", "headers"}
 
 
@@ -44,6 +49,17 @@ class Outcome:
     subset: str | None = None
     status: int | None = None
     body: str | None = None
+    split: tuple[tuple[str, int], ...] = ()  # (subset, weight) of a route with destinations
+
+    def pick(self, roll: float) -> str | None:
+        """The subset a weighted route sends a request to, for ``roll`` uniform in [0, 1)."""
+        total = sum(w for _, w in self.split)
+        point = roll * total
+        for subset, weight in self.split:
+            if point < weight:
+                return subset
+            point -= weight
+        return None
 
 
 @cache
@@ -79,9 +95,19 @@ def _header_holds(name: str, cond: dict[str, Any], headers: Headers, mode: str) 
     return any(_value_matches(cond, v) for v in lines)
 
 
-def _entry_holds(entry: dict[str, Any], headers: Headers, mode: str) -> bool:
+def _uri_holds(cond: dict[str, Any], path: str) -> bool:
+    if len(cond) != 1 or set(cond) - {"exact", "prefix", "regex"}:
+        raise AssertionError(f"unsupported uri condition {cond!r}")
+    if "prefix" in cond:  # Envoy's `prefix` sees the query string too
+        return path.startswith(cond["prefix"])
+    return _value_matches(cond, path.partition("?")[0])
+
+
+def _entry_holds(entry: dict[str, Any], headers: Headers, mode: str, path: str = "/") -> bool:
     if set(entry) - _ALLOWED_MATCH_KEYS:
         raise AssertionError(f"evaluator does not model match keys {set(entry)}")
+    if "uri" in entry and not _uri_holds(entry["uri"], path):
+        return False
     for name, cond in (entry.get("headers") or {}).items():
         if not _header_holds(name, cond, headers, mode):
             return False
@@ -91,20 +117,34 @@ def _entry_holds(entry: dict[str, Any], headers: Headers, mode: str) -> bool:
     return True
 
 
-def istio_outcome(vs_spec: dict[str, Any], headers: Headers, *, mode: str = "per-line") -> Outcome:
-    """Where Istio sends a request with ``headers`` through this VirtualService spec."""
+def istio_outcome(
+    vs_spec: dict[str, Any], headers: Headers, *, mode: str = "per-line", path: str = "/"
+) -> Outcome:
+    """Where Istio sends a request with ``headers`` and ``path`` through this VirtualService.
+
+    A route with one destination gives ``subset``; a weighted one gives ``split`` (and
+    ``subset`` None): sample it with ``Outcome.pick``.
+    """
     for route in vs_spec.get("http", []):
         if set(route) - _ALLOWED_ROUTE_KEYS:
             raise AssertionError(f"evaluator does not model route keys {set(route)}")
         match = route.get("match")
-        if match and not any(_entry_holds(e, headers, mode) for e in match):
+        if match and not any(_entry_holds(e, headers, mode, path) for e in match):
             continue
         if "directResponse" in route:
             dr = route["directResponse"]
             return Outcome("direct", status=dr["status"], body=dr.get("body", {}).get("string"))
-        (dest,) = route["route"]  # one destination, weight 100
-        target = dest["destination"]
-        return Outcome("route", host=target["host"], subset=target.get("subset"))
+        dests = route["route"]
+        hosts = {d["destination"]["host"] for d in dests}
+        if len(hosts) != 1:
+            raise AssertionError(f"evaluator models one host per route, got {hosts}")
+        if len(dests) == 1 and "weight" not in dests[0]:
+            split = ((dests[0]["destination"].get("subset"), 100),)
+        else:
+            split = tuple((d["destination"].get("subset"), int(d.get("weight", 0))) for d in dests)
+        live = [(sub, w) for sub, w in split if w > 0]
+        subset = live[0][0] if len(live) == 1 else None
+        return Outcome("route", host=hosts.pop(), subset=subset, split=tuple(live))
     return Outcome("not-found", status=404)
 
 
