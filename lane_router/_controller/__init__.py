@@ -6,22 +6,26 @@ not import it, so they are usable, and benchmarkable, without a cluster.
 
 from __future__ import annotations
 
+from lane_router._controller._canary import CanaryInfo, pick_canaries
 from lane_router._controller._desired import desired_host
 from lane_router._controller._model import LaneInfo, NamespaceModel, build_namespace, parse_ttl
 from lane_router._controller._plan import Action, HostPlan, host_keys, is_ours, plan_host
-from lane_router._controller._status import lane_status, status_patch
+from lane_router._controller._status import canary_status, lane_status, status_patch
 
 __all__ = [
     "Action",
+    "CanaryInfo",
     "HostPlan",
     "LaneInfo",
     "NamespaceModel",
     "build_namespace",
+    "canary_status",
     "desired_host",
     "host_keys",
     "is_ours",
     "lane_status",
     "parse_ttl",
+    "pick_canaries",
     "plan_host",
     "status_patch",
 ]

@@ -37,6 +37,7 @@ def expected(double: KubeDouble, ns: str, *, export_to: list[str] | None = ["."]
         lanes=double.objects("TrafficLane", ns),
         deployments=double.objects("Deployment", ns),
         services=double.objects("Service", ns),
+        canaries=double.objects("TrafficCanary", ns),
         now=datetime.now(UTC),
         baseline="baseline",
         header="x-lane",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["NS", "deployment", "lane", "service"]
+__all__ = ["NS", "canary", "deployment", "lane", "service"]
 
 NS = "shop"
 
@@ -41,4 +41,16 @@ def lane(name: str, *, ns: str = NS, **spec: Any) -> dict[str, Any]:
         "kind": "TrafficLane",
         "metadata": {"name": name, "namespace": ns},
         "spec": spec,
+    }
+
+
+def canary(
+    name: str, service: str, version: str, weight: int = 0, *, ns: str = NS, **spec: Any
+) -> dict[str, Any]:
+    """A TrafficCanary; ``spec`` may add ``match`` (a list of {headers, uri})."""
+    return {
+        "apiVersion": "lanes.traffic-lanes.io/v1alpha1",
+        "kind": "TrafficCanary",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"service": service, "version": version, "weight": weight, **spec},
     }
