@@ -6,9 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from k8s_objects import canary, deployment, lane, service
 
-from lane_router._controller import build_namespace, canary_status
+from lane_router._controller import build_namespace, canary_status, desired_host, plan_host
 from lane_router._topology import Canary, ContentMatch
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -148,3 +150,70 @@ def test_status_reports_the_routed_weight_only_while_routes_carry_it() -> None:
         m,
     )
     assert again["conditions"][0]["lastTransitionTime"] == ready["lastTransitionTime"]
+
+
+def _host(deployed, c):
+    deps = [deployment("reviews", x) for x in sorted(deployed)]
+    deps += [deployment("reviews", v) for v in ("v2", "v3")]
+    m = model([c] if c else [], deps, [lane("a"), lane("b")])
+    return desired_host(m.topology, "reviews", lane_label="lane", export_to=["."])
+
+
+def _steps(plan):
+    return [(a.verb, a.kind, a.step) for a in plan.actions]
+
+
+def test_plan_canary_appears_subset_first_steps_rewrite_the_vs_only_abort_routes_first() -> None:
+    none = _host({"a"}, None)
+    ten = _host({"a"}, canary("c", "reviews", "v2", 10))
+    fifty = _host({"a"}, canary("c", "reviews", "v2", 50))
+    appear = plan_host("shop", "reviews", desired=ten, current_dr=none[0], current_vs=none[1])
+    assert _steps(appear) == [("apply", "DestinationRule", "dr"), ("apply", "VirtualService", "vs")]
+    step = plan_host("shop", "reviews", desired=fifty, current_dr=ten[0], current_vs=ten[1])
+    assert _steps(step) == [("apply", "VirtualService", "vs")]
+    abort = plan_host("shop", "reviews", desired=none, current_dr=fifty[0], current_vs=fifty[1])
+    assert _steps(abort) == [
+        ("apply", "VirtualService", "vs"),
+        ("apply", "DestinationRule", "dr-trim"),
+    ]
+
+
+_canaries = st.one_of(
+    st.none(),
+    st.builds(
+        lambda version, weight, matched: canary(
+            "c",
+            "reviews",
+            version,
+            weight,
+            match=[{"headers": {"x-user": {"exact": "qa"}}}] if matched else [],
+        ),
+        st.sampled_from(["v2", "v3"]),
+        st.sampled_from([0, 1, 50, 99, 100]),
+        st.booleans(),
+    ),
+)
+_lanes = st.frozensets(st.sampled_from(["a", "b"]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(old_lanes=_lanes, new_lanes=_lanes, old=_canaries, new=_canaries, fresh=st.booleans())
+def test_canary_plans_never_route_to_a_missing_subset_and_converge(
+    old_lanes, new_lanes, old, new, fresh
+) -> None:
+    """Whatever the canary was (none, another version, any weight) and whatever it becomes,
+    with lanes changing too, each step keeps every routed subset in the DestinationRule."""
+    cur_dr, cur_vs = (None, None) if fresh else _host(old_lanes, old)
+    want = _host(new_lanes, new)
+    plan = plan_host("shop", "reviews", desired=want, current_dr=cur_dr, current_vs=cur_vs)
+    dr, vs = cur_dr, cur_vs
+    for action in plan.actions:
+        if action.kind == "DestinationRule":
+            dr = action.body
+        else:
+            vs = action.body
+        http = vs["spec"]["http"] if vs is not None else []
+        routed = {d["destination"]["subset"] for r in http for d in r.get("route", [])}
+        assert routed <= {s["name"] for s in dr["spec"]["subsets"]}, _steps(plan)
+    assert (dr["spec"], vs["spec"]) == (want[0]["spec"], want[1]["spec"])
+    assert plan_host("shop", "reviews", desired=want, current_dr=dr, current_vs=vs).actions == ()
