@@ -23,13 +23,23 @@ built in a fixed order from the (sorted) topology: the same input gives byte-ide
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from importlib import resources
 from typing import Any
 
-from lane_router._topology import Endpoint, Resolution, Topology
+from lane_router._topology import Canary, ContentMatch, Endpoint, Resolution, Topology
 
-__all__ = ["LUA_FILTER", "cluster_name", "lua_source", "render_envoy"]
+__all__ = [
+    "LUA_FILTER",
+    "bootstrap_shell",
+    "cluster_name",
+    "clusters",
+    "lua_source",
+    "render_envoy",
+    "route_config",
+    "service_names",
+]
 
 LISTENER_NAME = "lanes_outbound"
 ROUTE_CONFIG_NAME = "lanes"
@@ -163,55 +173,116 @@ def _retry_policy(attempts: int, *, replay: bool) -> dict[str, Any]:
     }
 
 
+def _string_match(kind: str, value: str) -> dict[str, Any]:
+    """A canary condition as Envoy's StringMatcher (regexes are full matches in both)."""
+    return {"safe_regex": {"regex": value}} if kind == "regex" else {kind: value}
+
+
+def _path_match(uri: tuple[str, str] | None) -> dict[str, Any]:
+    # Envoy's path, prefix and safe_regex route matches all see the path without its query
+    # (prefix too: a canary prefix holds no '?', so it cannot reach into the query).
+    if uri is None:
+        return {"prefix": "/"}
+    kind, value = uri
+    if kind == "exact":
+        return {"path": value}
+    if kind == "prefix":
+        return {"prefix": value}
+    return {"safe_regex": {"regex": value}}
+
+
+def _lane_match(topology: Topology, lane: str) -> dict[str, Any]:
+    return {"prefix": "/", "headers": [_header(topology.header, "exact", lane)]}
+
+
+def _header(name: str, kind: str, value: str) -> dict[str, Any]:
+    return {"name": name, "string_match": _string_match(kind, value)}
+
+
+def _content_match(match: ContentMatch) -> dict[str, Any]:
+    out = _path_match(match.uri)
+    if match.headers:
+        out["headers"] = [_header(name, kind, value) for name, kind, value in match.headers]
+    return out
+
+
 def _route(
-    service: str, name: str, header: tuple[str, str] | None, action: dict[str, Any]
+    service: str, name: str, match: dict[str, Any], action: dict[str, Any]
 ) -> dict[str, Any]:
-    match: dict[str, Any] = {"prefix": "/"}
-    if header is not None:
-        match["headers"] = [{"name": header[0], "string_match": {"exact": header[1]}}]
     return {"name": f"{service}/{name}", "match": match, **action}
 
 
-def _forward(
-    topology: Topology, service: str, candidates: tuple[str, ...], *, replay: bool
-) -> dict[str, Any]:
+def _attempts(topology: Topology, service: str, candidates: tuple[str, ...]) -> int:
     # Enough attempts to try every endpoint of every version before the last one once (a dead
     # endpoint costs one attempt until its ejection reaches the load balancer), plus one.
     versions = topology.services[service].versions
-    before_last = sum(len(versions[lane]) for lane in candidates[:-1])
-    return {
-        "route": {
-            "cluster": cluster_name(service, candidates),
-            # The sidecar's limits: 5 minutes for a whole exchange, 1 minute of silence (Envoy's
-            # default, 15 s for the whole response, cuts downloads and long polls short).
-            "timeout": "300s",
-            "idle_timeout": "60s",
-            "retry_policy": _retry_policy(max(2, before_last + 1), replay=replay),
+    return max(2, sum(len(versions[v]) for v in candidates[:-1]) + 1)
+
+
+def _forward(
+    topology: Topology,
+    service: str,
+    targets: tuple[tuple[tuple[str, ...], int], ...],
+    *,
+    replay: bool,
+) -> dict[str, Any]:
+    """To one walk's cluster, or split by weight over several (``(walk, weight)`` pairs)."""
+    attempts = max(_attempts(topology, service, walk) for walk, _ in targets)
+    route: dict[str, Any] = {}
+    if len(targets) == 1:
+        route["cluster"] = cluster_name(service, targets[0][0])
+    else:
+        route["weighted_clusters"] = {
+            "clusters": [
+                {"name": cluster_name(service, walk), "weight": weight} for walk, weight in targets
+            ]
         }
-    }
+    # The sidecar's limits: 5 minutes for a whole exchange, 1 minute of silence (Envoy's
+    # default, 15 s for the whole response, cuts downloads and long polls short).
+    route["timeout"] = "300s"
+    route["idle_timeout"] = "60s"
+    route["retry_policy"] = _retry_policy(attempts, replay=replay)
+    return {"route": route}
 
 
 def _forwarding_routes(
     topology: Topology,
     service: str,
     name: str,
-    header: tuple[str, str] | None,
-    candidates: tuple[str, ...],
+    match: Callable[[], dict[str, Any]],
+    targets: tuple[tuple[tuple[str, ...], int], ...],
 ) -> list[dict[str, Any]]:
-    """Two routes to the same cluster: idempotent methods, replayed after a reset; the rest."""
-    replayable = _route(service, name, header, _forward(topology, service, candidates, replay=True))
-    replayable["match"].setdefault("headers", []).append(
-        {"name": ":method", "string_match": {"safe_regex": {"regex": _IDEMPOTENT_METHODS}}}
-    )
-    other = _route(
-        service, f"{name}/no-replay", header, _forward(topology, service, candidates, replay=False)
-    )
-    return [replayable, other]
+    """Two routes to the same target: idempotent methods, replayed after a reset; the rest.
+
+    ``match`` makes a fresh dict per route: no object is shared, so a YAML dump has no aliases.
+    """
+    replay_match = match()
+    replay_match.setdefault("headers", []).append(_header(":method", "regex", _IDEMPOTENT_METHODS))
+    return [
+        _route(service, name, replay_match, _forward(topology, service, targets, replay=True)),
+        _route(
+            service,
+            f"{name}/no-replay",
+            match(),
+            _forward(topology, service, targets, replay=False),
+        ),
+    ]
+
+
+def _canary_walk(topology: Topology, canary: Canary) -> tuple[str, ...]:
+    """The canary version, then the baseline when the canary has no healthy endpoint."""
+    return (canary.version, topology.baseline)
+
+
+def _active(canary: Canary | None) -> bool:
+    """Whether the canary can take any request (weight 0 and no match: it takes none)."""
+    return canary is not None and (canary.weight > 0 or bool(canary.matches))
 
 
 def _virtual_host(topology: Topology, service: str) -> dict[str, Any]:
     table = topology.routes[service]
     default = table[topology.baseline]
+    canary = default.canary if _active(default.canary) else None
     routes: list[dict[str, Any]] = []
     for lane in topology.lanes:
         res = table[lane]
@@ -222,12 +293,37 @@ def _virtual_host(topology: Topology, service: str) -> dict[str, Any]:
                     "body": {"inline_string": _strict_miss_body(topology, res)},
                 }
             }
-            routes.append(_route(service, lane, (topology.header, lane), action))
-        elif res.candidates != default.candidates:  # else the baseline default answers it
+            routes.append(_route(service, lane, _lane_match(topology, lane), action))
+        # A lane served like the baseline needs no route of its own, unless the baseline has a
+        # canary: lane traffic, fallback to the baseline included, never reaches a canary.
+        elif res.candidates != default.candidates or canary is not None:
             routes += _forwarding_routes(
-                topology, service, lane, (topology.header, lane), res.candidates
+                topology,
+                service,
+                lane,
+                partial(_lane_match, topology, lane),
+                ((res.candidates, 100),),
             )
-    routes += _forwarding_routes(topology, service, topology.baseline, None, default.candidates)
+    baseline_target = ((default.candidates, 100),)
+    if canary is not None:
+        # Past the lane routes only baseline requests remain: no lane, an invalid one (the Lua
+        # filter removed it) or an undeclared one. Content matches first, then the weight.
+        walk = _canary_walk(topology, canary)
+        for i, match in enumerate(canary.matches):
+            routes += _forwarding_routes(
+                topology,
+                service,
+                f"{canary.version}/match-{i}",
+                partial(_content_match, match),
+                ((walk, 100),),
+            )
+        if canary.weight >= 100:
+            baseline_target = ((walk, 100),)
+        elif canary.weight > 0:
+            baseline_target = ((default.candidates, 100 - canary.weight), (walk, canary.weight))
+    routes += _forwarding_routes(
+        topology, service, topology.baseline, lambda: {"prefix": "/"}, baseline_target
+    )
     return {
         "name": service,
         "domains": _domains(topology, service),
@@ -323,18 +419,19 @@ def _aggregate_cluster(service: str, candidates: tuple[str, ...]) -> dict[str, A
     }
 
 
-def _clusters(
+def clusters(
     topology: Topology,
     services: list[str],
     *,
     connect_timeout: float,
     health_check_interval: float | None,
 ) -> list[dict[str, Any]]:
-    clusters: list[dict[str, Any]] = []
+    """Every version's cluster, then an aggregate cluster per fallback walk (and canary)."""
+    out: list[dict[str, Any]] = []
     for service in services:
         svc = topology.services[service]
         for lane in topology.lanes_of(service):
-            clusters.append(
+            out.append(
                 _version_cluster(
                     service,
                     lane,
@@ -343,11 +440,23 @@ def _clusters(
                     health_check_interval=health_check_interval,
                 )
             )
-        walks = sorted(
-            {res.candidates for res in topology.routes[service].values() if len(res.candidates) > 1}
-        )
-        clusters.extend(_aggregate_cluster(service, walk) for walk in walks)
-    return clusters
+        canary = svc.canary
+        walk_set = {res.candidates for res in topology.routes[service].values()}
+        if canary is not None:
+            # Rendered even at weight 0 without matches, so a step only changes routes.
+            out.append(
+                _version_cluster(
+                    service,
+                    canary.version,
+                    svc.versions[canary.version],
+                    connect_timeout=connect_timeout,
+                    health_check_interval=health_check_interval,
+                )
+            )
+            walk_set.add(_canary_walk(topology, canary))
+        walks = sorted(w for w in walk_set if len(w) > 1)
+        out.extend(_aggregate_cluster(service, walk) for walk in walks)
+    return out
 
 
 def _local_reply(topology: Topology) -> dict[str, Any]:
@@ -394,14 +503,52 @@ def render_envoy(
     ``services`` renders only those services (a workload's outbound dependencies): Envoy's
     memory and start time grow with the number of clusters.
     """
+    names = service_names(topology, services)
+    bootstrap = bootstrap_shell(
+        topology,
+        listen=listen,
+        admin=admin,
+        node_id=node_id,
+        routing={"route_config": route_config(topology, names)},
+    )
+    bootstrap["static_resources"]["clusters"] = clusters(
+        topology,
+        names,
+        connect_timeout=connect_timeout,
+        health_check_interval=health_check_interval,
+    )
+    return bootstrap
+
+
+def service_names(topology: Topology, services: Iterable[str] | None) -> list[str]:
+    """The services to render, in the topology's (sorted) order; unknown names are an error."""
     if services is None:
-        names = list(topology.services)
-    else:
-        wanted = set(services)
-        unknown = sorted(wanted - set(topology.services))
-        if unknown:
-            raise ValueError(f"services: not in the topology: {', '.join(unknown)}")
-        names = [s for s in topology.services if s in wanted]
+        return list(topology.services)
+    wanted = set(services)
+    unknown = sorted(wanted - set(topology.services))
+    if unknown:
+        raise ValueError(f"services: not in the topology: {', '.join(unknown)}")
+    return [s for s in topology.services if s in wanted]
+
+
+def route_config(topology: Topology, names: list[str]) -> dict[str, Any]:
+    """The listener's RouteConfiguration: one virtual host per service."""
+    return {
+        "name": ROUTE_CONFIG_NAME,
+        "virtual_hosts": [_virtual_host(topology, s) for s in names],
+    }
+
+
+def bootstrap_shell(
+    topology: Topology,
+    *,
+    listen: str,
+    admin: str | None,
+    node_id: str,
+    routing: dict[str, Any],
+) -> dict[str, Any]:
+    """Node, listener (its routes given by ``routing``: ``route_config`` or ``rds``), runtime and
+    admin; the caller adds the clusters."""
     hcm = {
         "@type": _TYPE_URL
         + "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -410,10 +557,7 @@ def render_envoy(
         # curl -0, ab and old health checkers speak HTTP/1.0; a sidecar should serve them.
         "http_protocol_options": {"accept_http_10": True},
         "upgrade_configs": [{"upgrade_type": "websocket"}],
-        "route_config": {
-            "name": ROUTE_CONFIG_NAME,
-            "virtual_hosts": [_virtual_host(topology, s) for s in names],
-        },
+        **routing,
         "http_filters": [
             {
                 "name": "envoy.filters.http.lua",
@@ -448,12 +592,6 @@ def render_envoy(
                     ],
                 }
             ],
-            "clusters": _clusters(
-                topology,
-                names,
-                connect_timeout=connect_timeout,
-                health_check_interval=health_check_interval,
-            ),
         },
         "layered_runtime": {
             "layers": [
