@@ -41,6 +41,7 @@ __all__ = ["ClientConnection"]
 
 log = logging.getLogger("lane_router.sidecar")
 
+_IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 K_IDLE = 0  # waiting for a request: close quietly at the deadline
 K_HEAD = 1  # a request head is arriving: 408 at the deadline (slowloris)
 
@@ -293,11 +294,15 @@ class ClientConnection(asyncio.Protocol):
         if self.hsize + len(self.url) > sc.max_header_bytes:
             raise _Reject(431, "header too large", f"over {sc.max_header_bytes} bytes")
         cl = self.cl
+        method = parser.get_method()
         if self.te or (cl is not None and cl.strip(b" \t0")):
             ex.replayable = False
         else:  # no body: llhttp completes the message right after this callback
             ex.client_done = True
-        self._plan(ex, parser.get_method())
+            # Re-sent after a reset only if idempotent (RFC 9110 9.2.2): a bodiless POST the
+            # upstream may have applied is never sent twice.
+            ex.replayable = method in _IDEMPOTENT
+        self._plan(ex, method)
         if self.cur is None:
             self.cur = ex
             ex.start()
@@ -394,7 +399,7 @@ class ClientConnection(asyncio.Protocol):
             parts_out += (b"content-length: ", self.cl, b"\r\n\r\n")
         else:
             parts_out.append(b"\r\n")
-        ex.expect = self.expect and not ex.client_10 and not ex.replayable
+        ex.expect = self.expect and not ex.client_10 and not ex.client_done
         ex.head = b"".join(parts_out)
 
     # -- ending ---------------------------------------------------------------------------

@@ -113,6 +113,9 @@ def test_upstream_reset_is_json_502_or_retried(sidecars: Any, resetter: ResetSer
         "reviews",
         "feature-a",
     )
+    # Nor is a POST without one (not idempotent: RFC 9110 9.2.2).
+    status, _, body = request(sc, "/", method="POST", headers={"Content-Length": "0"})
+    assert (status, body["reason"]) == (502, "upstream reset")
     # A GET is re-sent (nothing was answered); with no other endpoint left: 503.
     status, _, body = request(sc, "/", headers={"x-lane": "feature-a"})
     assert (status, body["reason"]) == (503, "no healthy endpoint")
