@@ -28,17 +28,42 @@ What differs from Istio, and why:
   routes named ``<service>-lanes``, ``<service>-lanes-2``, ... Only lane rules carry header
   matches and all of them are exact matches on distinct values, so no two overlap and the
   match-less default rule has the lowest precedence: the split never changes the outcome.
+
+Canaries (``Service.canary``), for baseline traffic only:
+
+* a backend Service ``<service>-<version>`` selects the canary's pods (``<lane_label>: <version>``);
+* the default rule splits by ``backendRefs`` weights (baseline 100-w, canary w; 0 or 100 leave one
+  backend), and one rule holds the canary's content matches (``headers`` and ``path``; its
+  matches OR, conditions inside one AND) to the canary backend;
+* precedence: Gateway API picks among matching rules by specificity (exact path, then the longest
+  prefix, then method, then the number of header matches), not by order, so a canary match with
+  a path, e.g. ``Exact /cart``, would outrank a lane's ``x-lane`` rule (implicit ``PathPrefix
+  /``) and steal lane traffic. So with a canary every lane gets rules, lanes served by the
+  baseline too, and each lane's rule also holds "``x-lane: L`` AND canary match m" for every m:
+  the same path as m and one header more, so whenever a canary match holds for a lane request,
+  a rule of that lane outranks it, whatever the path type;
+* matching: header ``exact`` is ``Exact``; header ``prefix``/``regex`` and URI ``prefix``/``regex``
+  are ``RegularExpression`` (``Implementation-specific`` support: Envoy-based implementations use
+  RE2 full matches, as the model does). URI ``prefix`` cannot be ``PathPrefix``, which matches
+  whole path segments and ignores a trailing ``/`` (``/beta/`` would match ``/beta``);
+* limits: a ``RegularExpression`` path's precedence against the match-less default rule
+  (implicitly ``PathPrefix /``) is implementation-specific; implementations that rank regexes
+  with prefixes by length (Contour) or above prefixes send a URI-regex/prefix canary match
+  there; one that ranks regexes below every prefix would send it to the weighted default
+  instead. Repeated header lines are joined with ``,`` by most implementations, where the model
+  matches any line. A match holds at most 16 headers: a canary match gets 15 (one is the lane's).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from typing import Any
 
 from lane_router._istio import MANAGED_BY, _check_label_key
 from lane_router._render import gc_paused
-from lane_router._topology import Topology
+from lane_router._topology import Canary, ContentMatch, Topology
 
 __all__ = [
     "MAX_MATCHES_PER_ROUTE",
@@ -53,6 +78,7 @@ API_VERSION = "gateway.networking.k8s.io/v1"
 MAX_RULES_PER_ROUTE = 16
 MAX_MATCHES_PER_RULE = 64
 MAX_MATCHES_PER_ROUTE = 128
+MAX_HEADERS_PER_MATCH = 16
 _LABEL_SERVICE = "traffic-lanes.io/service"
 _LABEL_LANE = "traffic-lanes.io/lane"
 
@@ -68,8 +94,10 @@ class _Namer:
     def __init__(self, topology: Topology) -> None:
         # "a-b" + "c" and "a" + "b-c" give the same name, and so would a real service "a-b-c".
         counts: Counter[str] = Counter(topology.services)
-        for service in topology.services:
+        for service, svc in topology.services.items():
             counts.update(f"{service}-{lane}" for lane in topology.all_lanes)
+            if svc.canary is not None:
+                counts[f"{service}-{svc.canary.version}"] += 1
         self._counts = counts
 
     def __call__(self, service: str, lane: str) -> str:
@@ -99,14 +127,17 @@ def _render_host(
     # Group lanes by the backend that answers them: the serving lane, or for a strict miss the
     # strict lane itself, whose backend selects no pod (the lane does not deploy the service).
     table = topology.routes[service]
+    canary = table[baseline].canary
     groups: dict[str, list[str]] = {}
     for lane in topology.lanes:
         candidates = table[lane].candidates
         target = candidates[0] if candidates else lane
-        if target != baseline:
+        if target != baseline or canary is not None:  # with a canary, every lane needs a rule
             groups.setdefault(target, []).append(lane)
     versions = topology.services[service].versions
     backend_lanes = [x for x in topology.all_lanes if x in versions or x in groups]
+    if canary is not None:
+        backend_lanes.append(canary.version)
     backends: list[dict[str, Any]] = []
     for lane in backend_lanes:
         backends.append(
@@ -127,20 +158,30 @@ def _render_host(
             }
         )
 
+    canary_matches = [_match(m, service) for m in canary.matches] if canary else []
     rules: list[dict[str, Any]] = []
     for target in sorted(groups):
-        lanes = groups[target]
-        for i in range(0, len(lanes), MAX_MATCHES_PER_RULE):
+        matches: list[dict[str, Any]] = []
+        for lane in groups[target]:
+            lane_header = {"type": "Exact", "name": topology.header, "value": lane}
+            matches.append({"headers": [lane_header]})
+            # The same lane AND each canary match: same path, one header more, so it outranks
+            # the canary's rule whatever the path type (see the module docstring).
+            for cm in canary_matches:
+                matches.append({**cm, "headers": [*cm.get("headers", ()), lane_header]})
+        for i in range(0, len(matches), MAX_MATCHES_PER_RULE):
             rules.append(
                 {
-                    "matches": [
-                        {"headers": [{"type": "Exact", "name": topology.header, "value": lane}]}
-                        for lane in lanes[i : i + MAX_MATCHES_PER_RULE]
-                    ],
+                    "matches": matches[i : i + MAX_MATCHES_PER_RULE],
                     "backendRefs": [{"name": namer(service, target), "port": port}],
                 }
             )
     default = {"backendRefs": [{"name": namer(service, baseline), "port": port}]}
+    if canary is not None:
+        canary_ref = {"name": namer(service, canary.version), "port": port}
+        if canary_matches:
+            rules.append({"matches": canary_matches, "backendRefs": [dict(canary_ref)]})
+        default["backendRefs"] = _weighted(default["backendRefs"][0], canary_ref, canary)
 
     # Pack lane rules into routes; the first route keeps a slot for the default rule, whose
     # implicit "PathPrefix /" match counts towards the 128.
@@ -173,6 +214,56 @@ def _render_host(
             }
         )
     return backends, routes
+
+
+def _weighted(
+    baseline_ref: dict[str, Any], canary_ref: dict[str, Any], canary: Canary
+) -> list[dict[str, Any]]:
+    if canary.weight <= 0:
+        return [baseline_ref]
+    if canary.weight >= 100:
+        return [canary_ref]
+    return [
+        {**baseline_ref, "weight": 100 - canary.weight},
+        {**canary_ref, "weight": canary.weight},
+    ]
+
+
+def _match(m: ContentMatch, service: str) -> dict[str, Any]:
+    """A canary content match as an HTTPRouteMatch (path and headers, AND)."""
+    if len(m.headers) >= MAX_HEADERS_PER_MATCH:  # one slot is kept for the lane header
+        raise ValueError(
+            f"service {service!r}: a canary match with {len(m.headers)} headers does not fit a "
+            f"Gateway API match ({MAX_HEADERS_PER_MATCH - 1} at most, besides the lane header)"
+        )
+    out: dict[str, Any] = {}
+    if m.uri is not None:
+        kind, value = m.uri
+        # PathPrefix matches whole path segments ("/beta" is not a prefix of "/betax", and a
+        # trailing "/" is ignored): not the string prefix of the model, so prefixes are regexes.
+        if kind == "exact":
+            out["path"] = {"type": "Exact", "value": value}
+        else:
+            out["path"] = {"type": "RegularExpression", "value": _regex(kind, value)}
+    if m.headers:
+        headers = []
+        for name, kind, value in m.headers:
+            if kind == "exact" and value:
+                headers.append({"type": "Exact", "name": name, "value": value})
+            else:
+                headers.append(
+                    {"type": "RegularExpression", "name": name, "value": _regex(kind, value)}
+                )
+        out["headers"] = headers
+    return out
+
+
+def _regex(kind: str, value: str) -> str:
+    if kind == "regex":
+        return value
+    if kind == "prefix":
+        return f"{re.escape(value)}.*"
+    return re.escape(value) or "(?:)"  # an empty exact value: Gateway API values are non-empty
 
 
 def render_gateway_api(topology: Topology, *, lane_label: str = "lane") -> list[dict[str, Any]]:

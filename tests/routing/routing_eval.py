@@ -21,9 +21,14 @@ Istio (istio.io VirtualService reference; Envoy route matching):
   without a weight takes everything; a weight of 0 takes nothing): ``Outcome.split``.
 
 Gateway API (HTTPRoute spec, "precedence"): among all rules of every route attached to the
-Service, the match with the most header matches wins; ties go to the older route (then the route
-first by ``namespace/name``), then to the first rule in list order. Header values compare
-exactly (``Exact``); repeated headers are joined with ``,`` (RFC 9110).
+Service, an ``Exact`` path match wins, then the longest ``PathPrefix``, then the match with the
+most header matches; ties go to the older route (then the route first by ``namespace/name``),
+then to the first rule in list order. A ``RegularExpression`` path's place is
+implementation-specific: ranked here with prefixes by the length of the pattern, as Contour
+does. A match without ``path`` is ``PathPrefix /``. Paths are compared without the query;
+``PathPrefix`` matches whole segments. Header values compare exactly (``Exact``) or as an RE2
+full match (``RegularExpression``); repeated headers are joined with ``,`` (RFC 9110). A rule's
+``backendRefs`` split by ``weight`` (default 1).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-__all__ = ["Outcome", "gamma_backend", "istio_outcome"]
+__all__ = ["Outcome", "gamma_backend", "gamma_rule", "istio_outcome"]
 
 Headers = Sequence[tuple[str, str]]
 _OWS = " \t"
@@ -148,35 +153,66 @@ def istio_outcome(
     return Outcome("not-found", status=404)
 
 
-def gamma_backend(routes: Sequence[dict[str, Any]], headers: Headers) -> dict[str, Any] | None:
-    """The backendRef a GAMMA implementation picks for a request (path "/", method GET).
+def _path_rank(path_match: dict[str, Any], path: str) -> tuple[int, int] | None:
+    """(class, length) for precedence, or None when the path does not match."""
+    kind, value = path_match.get("type", "PathPrefix"), path_match["value"]
+    if kind == "Exact":
+        return (2, len(value)) if path == value else None
+    if kind == "PathPrefix":
+        base = value.rstrip("/")
+        ok = path == base or path.startswith(base + "/") or not base
+        return (1, len(value)) if ok else None
+    if kind == "RegularExpression":
+        return (1, len(value)) if _compile(value).fullmatch(path) else None
+    raise AssertionError(f"evaluator does not model path type {kind}")
+
+
+def gamma_rule(
+    routes: Sequence[dict[str, Any]], headers: Headers, path: str = "/"
+) -> list[dict[str, Any]] | None:
+    """The ``backendRefs`` of the rule a GAMMA implementation picks (method GET).
 
     ``routes`` are in creation order, oldest first (the spec's first tie-breaker): callers try
     several orders to show the outcome does not depend on it.
     """
-    ranked: list[tuple[int, int, int, dict[str, Any]]] = []
+    bare = path.partition("?")[0]
+    ranked: list[tuple[tuple[int, int], int, int, int, dict[str, Any]]] = []
     for rank_route, route in enumerate(routes):
         for rank_rule, rule in enumerate(route["spec"]["rules"]):
-            matches = rule.get("matches") or [{"path": {"type": "PathPrefix", "value": "/"}}]
-            for m in matches:
+            for m in rule.get("matches") or [{}]:
                 if set(m) - {"headers", "path"}:
                     raise AssertionError(f"evaluator does not model {set(m)}")
-                path = m.get("path", {"type": "PathPrefix", "value": "/"})
-                if path != {"type": "PathPrefix", "value": "/"}:
-                    raise AssertionError(f"evaluator does not model path {path}")
+                prank = _path_rank(m.get("path", {"type": "PathPrefix", "value": "/"}), bare)
+                if prank is None:
+                    continue
                 conds = m.get("headers", [])
                 ok = True
                 for c in conds:
-                    if c.get("type", "Exact") != "Exact":
-                        raise AssertionError("only Exact header matches are modelled")
                     lines = _lines(headers, c["name"], "joined")
-                    if lines is None or lines[0] != c["value"]:
+                    kind = c.get("type", "Exact")
+                    if lines is None:
                         ok = False
+                    elif kind == "Exact":
+                        ok = lines[0] == c["value"]
+                    elif kind == "RegularExpression":
+                        ok = _compile(c["value"]).fullmatch(lines[0]) is not None
+                    else:
+                        raise AssertionError(f"evaluator does not model header type {kind}")
+                    if not ok:
                         break
                 if ok:
-                    ranked.append((-len(conds), rank_route, rank_rule, rule))
+                    key = (-prank[0], -prank[1])
+                    ranked.append((key, -len(conds), rank_route, rank_rule, rule))
     if not ranked:
         return None
-    ranked.sort(key=lambda t: t[:3])
-    (backend,) = ranked[0][3]["backendRefs"]
+    ranked.sort(key=lambda t: t[:4])
+    return ranked[0][4]["backendRefs"]
+
+
+def gamma_backend(routes: Sequence[dict[str, Any]], headers: Headers) -> dict[str, Any] | None:
+    """The one backendRef a GAMMA implementation picks for a request (path "/", method GET)."""
+    refs = gamma_rule(routes, headers)
+    if refs is None:
+        return None
+    (backend,) = refs
     return backend

@@ -3,10 +3,11 @@
 No Gateway API CRD ships with the project's test schemas, so HTTPRoutes are checked against
 ``HTTPROUTE_SCHEMA`` below: a closed JSON Schema written from the v1 HTTPRoute API reference
 (sigs.k8s.io/gateway-api ``apis/v1/httproute_types.go``: field names, enums, ``maxItems``
-16 rules / 64 matches / 16 backendRefs / 16 header matches, the CEL rule "at most 128 matches
-per route", header-name pattern, 4096-character values, ``port`` required for a Service
-backend), covering the subset of fields the renderer may use. Backend Services are checked
-against the strict Kubernetes 1.33 Service schema.
+16 rules / 64 matches / 16 backendRefs / 16 header matches, the CEL rules "at most 128 matches
+per route" and "an Exact or PathPrefix path is absolute without '?' or '#'", path match types,
+backendRef weights 0-1,000,000, header-name pattern, 4096-character values, ``port`` required
+for a Service backend), covering the subset of fields the renderer may use. Backend Services are
+checked against the strict Kubernetes 1.33 Service schema.
 """
 
 from __future__ import annotations
@@ -92,6 +93,21 @@ HTTPROUTE_SCHEMA = {
                                     "type": "object",
                                     "additionalProperties": False,
                                     "properties": {
+                                        "path": {
+                                            "type": "object",
+                                            "additionalProperties": False,
+                                            "required": ["value"],
+                                            "properties": {
+                                                "type": {
+                                                    "enum": [
+                                                        "Exact",
+                                                        "PathPrefix",
+                                                        "RegularExpression",
+                                                    ]
+                                                },
+                                                "value": {"type": "string", "maxLength": 1024},
+                                            },
+                                        },
                                         "headers": {
                                             "type": "array",
                                             "maxItems": 16,
@@ -111,7 +127,7 @@ HTTPROUTE_SCHEMA = {
                                                     },
                                                 },
                                             },
-                                        }
+                                        },
                                     },
                                 },
                             },
@@ -123,7 +139,15 @@ HTTPROUTE_SCHEMA = {
                                     "type": "object",
                                     "additionalProperties": False,
                                     "required": ["name", "port"],
-                                    "properties": {"name": _NAME, "port": _PORT},
+                                    "properties": {
+                                        "name": _NAME,
+                                        "port": _PORT,
+                                        "weight": {
+                                            "type": "integer",
+                                            "minimum": 0,
+                                            "maximum": 1000000,
+                                        },
+                                    },
                                 },
                             },
                         },
@@ -138,6 +162,14 @@ _ROUTE_VALIDATOR = Draft202012Validator(HTTPROUTE_SCHEMA)
 
 def _route_errors(route: dict) -> list[str]:
     errors = [e.message for e in _ROUTE_VALIDATOR.iter_errors(route)]
+    for rule in route["spec"]["rules"]:
+        for m in rule.get("matches", []):
+            # CEL: an Exact or PathPrefix value is an absolute path without '?' or '#'.
+            path = m.get("path", {})
+            if path.get("type", "PathPrefix") != "RegularExpression" and path:
+                value = path["value"]
+                if not value.startswith("/") or "?" in value or "#" in value:
+                    errors.append(f"path {value!r} must be absolute, without ? or #")
     total = sum(len(r.get("matches") or [{}]) for r in route["spec"]["rules"])
     if total > MAX_MATCHES_PER_ROUTE:
         errors.append(f"{total} matches: the CEL rule allows at most 128 per route")
