@@ -80,6 +80,7 @@ def test_a_canary_without_an_available_deployment_is_not_routed(available) -> No
         ({"match": [{"headers": {"x-lane": {"exact": "a"}}}]}, "spec.match[0].headers.x-lane"),
         ({"match": [{"uri": {"regex": "(?=x)y"}}]}, "spec.match[0].uri.regex"),
         ({"match": [{"uri": {"glob": "/x*"}}]}, "spec.match[0].uri: unknown match kind"),
+        ({"match": [{"uri": {"prefix": "v2"}}]}, "spec.match[0].uri.prefix: a path starts with"),
         ({"match": [{}]}, "spec.match[0]: needs 'headers' or 'uri'"),
     ],
 )

@@ -212,7 +212,8 @@ def test_the_sample_shop_routes_as_documented(double, start_controller) -> None:
     from k8s_schemas import REPO, load_docs
 
     sample = REPO / "k8s" / "sample"
-    for doc in load_docs(sample / "app.yaml") + load_docs(sample / "lanes.yaml"):
+    docs = [d for f in ("app.yaml", "lanes.yaml", "canary.yaml") for d in load_docs(sample / f)]
+    for doc in docs:
         if doc["kind"] == "Deployment":
             doc["status"] = {"replicas": 1, "availableReplicas": 1}
         if doc["kind"] != "Namespace":
@@ -249,3 +250,19 @@ def test_the_sample_shop_routes_as_documented(double, start_controller) -> None:
             what=f"the status of {name}",
         )
     assert "expiresAt" in double.get("TrafficLane", NS, "hotfix")["status"]
+    # The reviews canary: jason's baseline requests, then 10% of the rest, go to v3.
+    double.wait_for(
+        lambda: (
+            double.get("TrafficCanary", NS, "reviews-v3").get("status", {}).get("observedWeight")
+            == 10
+        ),
+        what="the canary's status",
+    )
+    http = double.get("VirtualService", NS, "reviews")["spec"]["http"]
+    (match,) = [r for r in http if r["name"].startswith("canary-")]
+    assert match["match"] == [{"headers": {"end-user": {"exact": "jason"}}}]
+    assert match["route"][0]["destination"]["subset"] == "v3"
+    assert {d["destination"]["subset"]: d["weight"] for d in http[-1]["route"]} == {
+        "baseline": 90,
+        "v3": 10,
+    }

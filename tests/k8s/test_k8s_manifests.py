@@ -17,6 +17,7 @@ from k8s_schemas import (
 
 K8S = REPO / "k8s"
 CRD = K8S / "crd.yaml"
+CANARY_CRD = K8S / "crd-canary.yaml"
 FILES = sorted(K8S.rglob("*.yaml"))
 DOCS = [(p, d) for p in FILES if p.name != "kustomization.yaml" for d in load_docs(p)]
 
@@ -43,6 +44,7 @@ def test_there_are_manifests_of_each_kind() -> None:
         "Role",
         "EnvoyFilter",
         "TrafficLane",
+        "TrafficCanary",
     } <= kinds
 
 
@@ -57,6 +59,8 @@ def test_manifest_validates(item) -> None:
         errors = _errors(k8s_validator(kind), doc)
     elif kind == "TrafficLane":
         errors = _errors(crd_validator(str(CRD), version), doc)
+    elif kind == "TrafficCanary":
+        errors = _errors(crd_validator(str(CANARY_CRD), version), doc)
     elif kind == "CustomResourceDefinition":
         errors = structural_problems(doc)
     else:
@@ -77,6 +81,22 @@ def test_validators_reject_a_misspelled_key() -> None:
     bad_lane = {**lane, "spec": {**lane["spec"], "fallbak": "x"}}
     assert _errors(crd_validator(str(CRD), "v1alpha1"), bad_lane)
     assert _errors(crd_validator(str(CRD), "v1alpha1"), {**lane, "spec": {"ttl": "soon"}})
+    tc = next(d for _, d in DOCS if d["kind"] == "TrafficCanary")
+    canary_schema = crd_validator(str(CANARY_CRD), "v1alpha1")
+    for bad_spec in (
+        {"wieght": 10},
+        {"weight": 101},
+        {"weight": -1},
+        {"version": "V3"},
+        {"match": [{"headers": {"end-user": {"exakt": "jason"}}}]},
+        {"match": [{"headers": {"end-user": {"exact": "a", "prefix": "b"}}}]},
+        {"match": [{"uri": {}}]},
+        {"match": [{"uri": {"prefix": "api/"}}]},
+        {"match": [{"uri": {"exact": "/x?y=1"}}]},
+    ):
+        assert _errors(canary_schema, {**tc, "spec": {**tc["spec"], **bad_spec}}), bad_spec
+    no_version = {k: v for k, v in tc["spec"].items() if k != "version"}
+    assert _errors(canary_schema, {**tc, "spec": no_version})
     ef = next(d for _, d in DOCS if d["kind"] == "EnvoyFilter")
     bad_ef = {**ef, "spec": {**ef["spec"], "configPatch": []}}
     assert _errors(istio_validator("EnvoyFilter", "v1alpha3"), bad_ef)
@@ -90,6 +110,12 @@ def test_validators_reject_a_misspelled_key() -> None:
 def test_sample_pods_carry_app_and_lane_and_lanes_exist() -> None:
     lanes = {d["metadata"]["name"] for _, d in DOCS if d["kind"] == "TrafficLane"}
     services = {d["metadata"]["name"] for _, d in DOCS if d["kind"] == "Service"}
+    canaries = {
+        (d["spec"]["service"], d["spec"]["version"])
+        for _, d in DOCS
+        if d["kind"] == "TrafficCanary"
+    }
+    assert canaries and not {v for _, v in canaries} & (lanes | {"baseline"})
     deployments = [
         d for _, d in DOCS if d["kind"] == "Deployment" and "app" in d["metadata"]["labels"]
     ]
@@ -97,7 +123,8 @@ def test_sample_pods_carry_app_and_lane_and_lanes_exist() -> None:
     for dep in deployments:
         labels = dep["spec"]["template"]["metadata"]["labels"]
         assert labels["app"] in services
-        assert labels["lane"] == "baseline" or labels["lane"] in lanes
+        version = (labels["app"], labels["lane"])
+        assert labels["lane"] == "baseline" or labels["lane"] in lanes or version in canaries
         assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
@@ -125,10 +152,12 @@ def test_rbac_grants_what_the_controller_needs_and_no_more() -> None:
     }
     assert ("networking.istio.io", "virtualservices", "delete") in rules
     assert ("coordination.k8s.io", "leases", "update") in rules
+    assert ("lanes.traffic-lanes.io", "trafficcanaries", "watch") in rules
+    assert ("lanes.traffic-lanes.io", "trafficcanaries/status", "patch") in rules
     assert not any(
         v in ("delete", "patch", "update", "create")
         for g, r, v in rules
-        if r in ("deployments", "services", "trafficlanes")
+        if r in ("deployments", "services", "trafficlanes", "trafficcanaries")
     )
 
 
