@@ -5,6 +5,7 @@ nothing else."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -41,6 +42,11 @@ def _weights(vs: dict[str, Any] | None, subset: str) -> set[int]:
 def _ready(double, name: str) -> dict[str, Any]:
     st = double.get("TrafficCanary", NS, name).get("status") or {}
     return next((c for c in st.get("conditions", ()) if c["type"] == "Ready"), {})
+
+
+def _lane_ready(double, name: str) -> str | None:
+    st = double.get("TrafficLane", NS, name).get("status") or {}
+    return next((c["status"] for c in st.get("conditions", ()) if c["type"] == "Ready"), None)
 
 
 def _since(double, start: int) -> list[tuple[str, str, str]]:
@@ -213,10 +219,15 @@ def test_without_the_canary_crd_lanes_still_route(double, start_controller) -> N
     """A controller upgraded before its new CRD was applied keeps routing lanes, and picks
     canaries up once the kind is served."""
     _seed(double)
-    double.fail(4, status=404, when=lambda e: e.kind == "TrafficCanary")
+    served = threading.Event()  # the CRD is not applied until this is set
+    double.fail(10**9, status=404, when=lambda e: e.kind == "TrafficCanary" and not served.is_set())
     ctl = start_controller()
     double.wait_for(lambda: converged(double, NS), what="lane routes without the canary kind")
     assert "feature-a" in routed_subsets(double.get("VirtualService", NS, "reviews"))
+    double.wait_for(
+        lambda: _lane_ready(double, "feature-a") == "True", what="the lane status while absent"
+    )
+    served.set()
     double.put(canary("c", "reviews", "nope", 10))
     double.wait_for(
         lambda: _ready(double, "c").get("reason") == "VersionNotAvailable",
