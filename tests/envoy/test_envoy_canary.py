@@ -297,7 +297,13 @@ def test_rendered_order_lanes_then_matches_then_the_weighted_default(tmp_path) -
     # Two canary endpoints before the baseline: three attempts reach the baseline.
     assert routes[-1]["route"]["retry_policy"]["num_retries"] == 3
     clusters = [c["name"] for c in bootstrap["static_resources"]["clusters"]]
-    assert clusters == ["s|baseline", "s|feature-a", "s|v2", "s|v2>baseline"]
+    assert clusters == [
+        "s|baseline",
+        "s|feature-a",
+        "s|v2",
+        "s|feature-a>baseline",
+        "s|v2>baseline",
+    ]
     # The same topology, declared in another order, renders byte for byte the same.
     again = _doc(canary)
     again["services"]["s"]["canary"]["match"][0]["headers"] = {
