@@ -13,7 +13,16 @@ from typing import Any
 
 from lane_router._topology import Canary, Service, Topology, TopologyError, _parse_canary
 
-__all__ = ["CanaryInfo", "CanaryPick", "pick_canaries"]
+__all__ = [
+    "DUPLICATE",
+    "INVALID",
+    "NOT_AVAILABLE",
+    "NO_SERVICE",
+    "ROUTED",
+    "CanaryInfo",
+    "CanaryPick",
+    "pick_canaries",
+]
 
 # Ready reasons decided by the model (the status adds Conflict, ApplyFailed and Pending).
 ROUTED = "Routed"
