@@ -100,6 +100,9 @@ class Mesh:
     planes: list[Plane] = field(default_factory=list)
     topology: Topology | None = None
     _own_workdir: bool = False
+    _env: dict[str, str] = field(default_factory=dict)
+    _spec: dict[str, Any] = field(default_factory=dict)
+    _slow: dict[Version, float] = field(default_factory=dict)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -188,49 +191,69 @@ class Mesh:
         env.setdefault("OTEL_TRACES_EXPORTER", "none")
         env.setdefault("OTEL_METRICS_EXPORTER", "none")
         env.setdefault("OTEL_LOGS_EXPORTER", "none")
-        started = []
-        for i, group in enumerate(groups):
-            child = await start_child(
-                f"worker-{i}",
-                [sys.executable, "-m", "lane_router._demo._worker"],
-                log=self.workdir / f"worker-{i}.log",
-                env=env,
-                stdin=True,
-                stdout=True,
-            )
-            self.children.append(child)
-            spec = {
-                "dataplane": dataplane,
-                "host": host,
-                "mode": mode,
-                "namespace": "default",
-                "port": bp.service_port,
-                "tracing": tracing,
-                "versions": [
-                    {
-                        "service": s,
-                        "version": lane,
-                        "calls": [list(x) for x in bp.calls.get(s, ())],
-                        "latency_ms": slow.get((s, lane), 0.0),
-                    }
-                    for s, lane in group
-                ],
+        self._env = env
+        self._spec = {
+            "dataplane": dataplane,
+            "host": host,
+            "mode": mode,
+            "namespace": "default",
+            "port": bp.service_port,
+            "tracing": tracing,
+        }
+        self._slow = dict(slow)
+        started = [await self._spawn(group) for group in groups]
+        for child in started:
+            await self._read_ports(child)
+
+    async def _spawn(
+        self, group: Sequence[Version], ports: Mapping[Version, int] | None = None
+    ) -> Child:
+        bp = self.blueprint
+        ports = ports or {}
+        name = f"worker-{len(self.children)}"
+        child = await start_child(
+            name,
+            [sys.executable, "-m", "lane_router._demo._worker"],
+            log=self.workdir / f"{name}.log",
+            env=self._env,
+            stdin=True,
+            stdout=True,
+        )
+        self.children.append(child)
+        versions = [
+            {
+                "service": s,
+                "version": lane,
+                "calls": [list(x) for x in bp.calls.get(s, ())],
+                "latency_ms": self._slow.get((s, lane), 0.0),
+                "listen_port": ports.get((s, lane), 0),
             }
-            assert child.process.stdin is not None
-            child.process.stdin.write(json.dumps(spec).encode() + b"\n")
-            started.append((child, group))
-        for child, _group in started:
-            assert child.process.stdout is not None
-            try:
-                line = await asyncio.wait_for(child.process.stdout.readline(), 20)
-            except TimeoutError:
-                line = b""
-            if not line:
-                await child.wait(1)
-                raise RuntimeError(f"{child.name} did not start:\n{child.log_tail()}")
-            for service, lane, port in json.loads(line)["ports"]:
-                self.endpoints[(service, lane)] = Endpoint(host, int(port))
-                self.workers[(service, lane)] = child
+            for s, lane in group
+        ]
+        assert child.process.stdin is not None
+        child.process.stdin.write(json.dumps({**self._spec, "versions": versions}).encode() + b"\n")
+        return child
+
+    async def _read_ports(self, child: Child) -> None:
+        assert child.process.stdout is not None
+        try:
+            line = await asyncio.wait_for(child.process.stdout.readline(), 20)
+        except TimeoutError:
+            line = b""
+        if not line:
+            await child.wait(1)
+            raise RuntimeError(f"{child.name} did not start:\n{child.log_tail()}")
+        host = self._spec["host"]
+        for service, lane, port in json.loads(line)["ports"]:
+            self.endpoints[(service, lane)] = Endpoint(str(host), int(port))
+            self.workers[(service, lane)] = child
+
+    async def restart(self, version: Version) -> Child:
+        """Start ``version`` again on its old port, in a new process (a redeploy after a
+        crash); the topology does not change."""
+        child = await self._spawn([version], {version: self.endpoints[version].port})
+        await self._read_ports(child)
+        return child
 
     async def stop(self) -> None:
         """Stop the data planes, then the workers, each by its PID; remove the temp dir."""

@@ -81,7 +81,8 @@ async def _serve(spec: dict[str, Any]) -> None:
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
             await runner.setup()
             runners.append(runner)
-            site = web.TCPSite(runner, spec.get("host", "127.0.0.1"), 0, backlog=1024)
+            host = spec.get("host", "127.0.0.1")
+            site = web.TCPSite(runner, host, int(v.get("listen_port", 0)), backlog=1024)
             await site.start()
             port = runner.addresses[0][1]
             ports.append([v["service"], v["version"], port])

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import signal
 
 import pytest
 
-from lane_router._demo import Blueprint, Mesh, Version, bookinfo, lane_cases, pump, shop
+from lane_router._demo import Blueprint, Mesh, Version, bookinfo, lane_cases, shop
 from lane_router._demo._proc import wait_until
 
-REQUESTS = 2_000
-CONCURRENCY = 32
-KILL_AT = 700
+CONCURRENCY = 24
+INSIDE = 16
 
 
 def _victim(bp: Blueprint) -> Version:
@@ -32,12 +30,14 @@ def _victim(bp: Blueprint) -> Version:
     return max(sorted(best), key=lambda v: best[v])
 
 
-async def test_killed_version_falls_back_without_errors(plane: str) -> None:
-    """SIGKILL the process of one lane version while every lane is under load. Requests that
-    resolved to it are served by the next lane of their walk from then on, and not one
-    request fails: neither the stale pooled connections nor the discovery of the dead endpoint
-    may surface as an error. The kill happens while no request is inside the victim itself (a
-    request a process is handling when it dies is lost with it, whatever the data plane)."""
+async def test_killed_version_falls_back_then_takes_its_lanes_back(plane: str) -> None:
+    """SIGKILL one lane version while every kind of lane is under load (24 in flight), then
+    start it again on the same port (a redeploy). Every lane that resolved to it is served by
+    the next lane of its walk meanwhile, and returns to it once it is up; not one request
+    fails at any point: neither stale pooled connections nor the discovery of the dead (or
+    returning) endpoint may surface as an error. The kill happens while no request is inside
+    the victim itself (that case is the next test). The data planes find a returning endpoint
+    within their ejection or health-check period (5 s by default); the deadline is 30 s."""
     bp = shop(lanes=20)
     victim = _victim(bp)
     mesh = await Mesh.start(bp, plane=plane, isolate=[victim])
@@ -45,63 +45,80 @@ async def test_killed_version_falls_back_without_errors(plane: str) -> None:
         topo = mesh.topology
         assert topo is not None
         cases = lane_cases(topo)
-        order = [cases[i % len(cases)] for i in range(REQUESTS)]
-        random.Random(2).shuffle(order)
         before = {label: mesh.predict(h) for label, h in cases}
         after = {label: mesh.predict(h, down={victim}) for label, h in cases}
         affected = {label for label in before if before[label] != after[label]}
-        assert len(affected) >= 3, "the victim must matter to several lanes"
-
+        phase = "up"  # up -> down (killed) -> back (restarted)
+        seen_down: set[str] = set()
+        seen_back: set[str] = set()
+        failures: list[tuple[str, str, object]] = []
+        done = 0
+        running = True
         gate = asyncio.Event()
         gate.set()
-        killed = False
-        inside = 0  # requests on their way through the victim
-        failures: list[tuple[str, bool, object]] = []
-        served_after: set[str] = set()
+        inside = 0
 
-        async def one(i: int) -> None:
-            nonlocal inside
-            label, headers = order[i]
-            through_victim = label in affected
-            if through_victim:
-                await gate.wait()
-                inside += 1
-            was_killed = killed
-            try:
-                observed = await mesh.ask(headers)
-            finally:
+        async def traffic(k: int) -> None:
+            nonlocal inside, done
+            i = k
+            while running:
+                label, headers = cases[i % len(cases)]
+                i += 7
+                through_victim = label in affected
                 if through_victim:
-                    inside -= 1
-            expected = after[label] if was_killed else before[label]
-            if observed.hops != expected:
-                failures.append((label, was_killed, observed.hops))
-            elif was_killed and through_victim:
-                served_after.add(label)
-            if i == KILL_AT:
-                asyncio.get_running_loop().create_task(kill())
+                    await gate.wait()
+                    inside += 1
+                issued = phase
+                try:
+                    observed = await mesh.ask(headers)
+                finally:
+                    if through_victim:
+                        inside -= 1
+                allowed = {
+                    "up": [before[label]],
+                    "down": [after[label]],
+                    "back": [before[label], after[label]],
+                }[issued]
+                done += 1
+                if observed.hops not in allowed:
+                    failures.append((label, issued, observed.hops))
+                elif issued == "down" and through_victim:
+                    seen_down.add(label)
+                elif issued == "back" and through_victim and observed.hops == before[label]:
+                    seen_back.add(label)
 
         async def idle() -> bool:
             return inside == 0
 
-        async def kill() -> None:
-            nonlocal killed
+        async def warm() -> bool:
+            return done >= 100
+
+        async def all_down() -> bool:
+            return seen_down == affected or bool(failures)
+
+        async def all_back() -> bool:
+            return seen_back == affected or bool(failures)
+
+        workers = [asyncio.ensure_future(traffic(k)) for k in range(CONCURRENCY)]
+        try:
+            await wait_until(warm, what="traffic before the kill", timeout=20)
             gate.clear()
             await wait_until(idle, what="no request inside the victim", timeout=10)
             child = mesh.workers[victim]
             child.send(signal.SIGKILL)
             assert await child.wait(5) is not None
-            killed = True
+            phase = "down"
             gate.set()
-
-        await pump(REQUESTS, CONCURRENCY, one)
-        assert killed
+            await wait_until(all_down, what="every lane falling back", timeout=20)
+            await mesh.restart(victim)
+            phase = "back"
+            await wait_until(all_back, what="every lane back on the restarted version", timeout=30)
+        finally:
+            running = False
+            await asyncio.gather(*workers)
         assert not failures, f"{len(failures)} requests failed, e.g. {failures[:3]}"
-        assert served_after == affected  # every affected lane was seen falling back
     finally:
         await mesh.stop()
-
-
-INSIDE = 16
 
 
 async def test_requests_inside_a_dying_version_fall_back(plane: str) -> None:
