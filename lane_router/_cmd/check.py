@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from lane_router._topology import Topology
 
-__all__ = ["HELP", "add_arguments", "format_matrix", "run"]
+__all__ = ["HELP", "add_arguments", "format_canaries", "format_matrix", "run"]
 
 HELP = "validate a topology file and print the lane x service table"
 
@@ -56,6 +57,29 @@ def format_matrix(topology: Topology) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
 
+def format_canaries(topology: Topology) -> list[str]:
+    """One line per service with a canary: version, weight, content matches (OR of ANDs)."""
+    lines = []
+    for name, svc in topology.services.items():
+        canary = svc.canary
+        if canary is None:
+            continue
+        line = (
+            f"  {name}: {canary.version} takes {canary.weight}% of baseline traffic "
+            f"({topology.baseline} {100 - canary.weight}%)"
+        )
+        if canary.matches:
+            shown = []
+            for m in canary.matches:
+                conds = [f"{n} {k} {json.dumps(v)}" for n, k, v in m.headers]
+                if m.uri is not None:
+                    conds.append(f"uri {m.uri[0]} {json.dumps(m.uri[1])}")
+                shown.append(" and ".join(conds))
+            line += "; always when " + " | ".join(shown)
+        lines.append(line)
+    return lines
+
+
 def _print(topology: Topology, out: TextIO) -> None:
     n_s, n_l = len(topology.services), len(topology.lanes)
     print(
@@ -66,6 +90,11 @@ def _print(topology: Topology, out: TextIO) -> None:
     for name, lane in topology.lanes.items():
         walk = " -> ".join(topology.chains[name])
         print(f"  {name}: {'strict' if lane.strict else walk}", file=out)
+    canaries = format_canaries(topology)
+    if canaries:
+        print("canaries (baseline traffic only; lanes never reach them):", file=out)
+        for line in canaries:
+            print(line, file=out)
     print(file=out)
     for line in format_matrix(topology):
         print(line, file=out)
