@@ -91,6 +91,12 @@ class Observed:
 
 @dataclass(eq=False)
 class Mesh:
+    """A running mesh: build it with :meth:`start`, always end it with :meth:`stop`.
+
+    ``endpoints`` and ``workers`` map each version to its address and its process; ``planes``
+    are the data planes started for it (the first one carries the apps' calls).
+    """
+
     blueprint: Blueprint
     workdir: Path
     session: aiohttp.ClientSession
