@@ -404,7 +404,7 @@ class ClientConnection(asyncio.Protocol):
 
     # -- ending ---------------------------------------------------------------------------
 
-    def exchange_done(self, ex: Exchange) -> None:
+    def exchange_done(self, ex: Exchange, now: float) -> None:
         if self.cur is ex:
             self.cur = None
         if self.closed:
@@ -421,7 +421,7 @@ class ClientConnection(asyncio.Protocol):
             self.cur = nxt
             self.sc.loop.call_soon(nxt.start_safely)
         elif self.parsing is None:
-            self.deadline = self.sc.loop.time() + self.sc.keepalive_timeout
+            self.deadline = now + self.sc.keepalive_timeout
             self.kind = K_IDLE
 
     def tick(self, now: float) -> None:

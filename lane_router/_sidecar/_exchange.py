@@ -434,8 +434,10 @@ class Exchange:
         if self.done:
             return
         self.done = True
-        self._record(status)
-        self.conn.exchange_done(self)
+        sc = self.sc
+        now = sc.loop.time()
+        sc.metrics.observe(self.service, self.lane, self.served_by, status, now - self.started)
+        self.conn.exchange_done(self, now)
 
     def _record(self, status: int) -> None:
         sc = self.sc
