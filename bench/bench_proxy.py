@@ -276,7 +276,7 @@ def main() -> int:
         med = {
             key: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for key, rs in runs.items()
         }
-        report(med, memory, targets, args)
+        report(med, runs, memory, targets, args)
         if args.json:
             args.json.write_text(
                 json.dumps(
@@ -306,6 +306,7 @@ def main() -> int:
 
 def report(
     med: dict[tuple[str, str], dict[str, float]],
+    runs: dict[tuple[str, str], list[dict[str, float]]],
     memory: dict[str, float],
     targets: dict[str, Any],
     args: argparse.Namespace,
@@ -335,15 +336,38 @@ def report(
     if errors:
         print(f"\nerrors (non-2xx or socket errors, median): {errors}")
     if "envoy" in targets:
-        s, e = med, med
-        rps_ratio = s[("sidecar", "c32")]["rps"] / e[("envoy", "c32")]["rps"]
-        add_s = s[("sidecar", "c1")]["p50_us"] - direct_p50
-        add_e = e[("envoy", "c1")]["p50_us"] - direct_p50
+        rps_ratio = med[("sidecar", "c32")]["rps"] / med[("envoy", "c32")]["rps"]
+        add_s = med[("sidecar", "c1")]["p50_us"] - direct_p50
+        add_e = med[("envoy", "c1")]["p50_us"] - direct_p50
+        cpu_ratio = (
+            med[("envoy", "c32")]["cpu_us_per_req"] / med[("sidecar", "c32")]["cpu_us_per_req"]
+        )
         print(
-            f"\nsidecar / Envoy: req/s at c32 {rps_ratio:.2f}x (goal >= 1.5x); "
+            "\nsidecar / Envoy (ratios of the medians): "
+            f"req/s at c32 {rps_ratio:.2f}x (goal >= 1.5x); "
             f"added p50 at c1 {add_s / add_e:.2f}x (goal <= 0.7x); private memory "
             f"{memory['sidecar'] / memory['envoy']:.2f}x (goal <= 1x); 1 MB req/s "
-            f"{s[('sidecar', '1MB')]['rps'] / e[('envoy', '1MB')]['rps']:.2f}x"
+            f"{med[('sidecar', '1MB')]['rps'] / med[('envoy', '1MB')]['rps']:.2f}x"
+        )
+        # Each round runs the targets back to back, so a round's ratio sees one load level.
+        paired_rps = statistics.median(
+            s["rps"] / e["rps"]
+            for s, e in zip(runs[("sidecar", "c32")], runs[("envoy", "c32")], strict=True)
+        )
+        paired_p50 = statistics.median(
+            (s["p50_us"] - d["p50_us"]) / (e["p50_us"] - d["p50_us"])
+            for s, e, d in zip(
+                runs[("sidecar", "c1")], runs[("envoy", "c1")], runs[("direct", "c1")], strict=True
+            )
+        )
+        print(
+            f"sidecar / Envoy (median of per-round ratios): req/s at c32 {paired_rps:.2f}x; "
+            f"added p50 at c1 {paired_p50:.2f}x"
+        )
+        print(
+            f"CPU per request at c32: Envoy uses {cpu_ratio:.2f}x the sidecar's, i.e. one core "
+            f"serves {1e6 / med[('sidecar', 'c32')]['cpu_us_per_req']:,.0f} req/s through the "
+            f"sidecar and {1e6 / med[('envoy', 'c32')]['cpu_us_per_req']:,.0f} through Envoy"
         )
 
 
