@@ -25,6 +25,7 @@ import pytest
 from envoyproc import EnvoyProcess, running_envoy, validate_bootstrap
 from routing_corpus import predict, requests, topology
 
+from lane_router import Topology
 from lane_router._istio import render_istio_host
 
 TOPO = topology()
@@ -40,6 +41,18 @@ def _matcher(name: str, cond: dict[str, str], *, invert: bool) -> dict[str, Any]
     return out
 
 
+def _path_match(uri: dict[str, str] | None) -> dict[str, Any]:
+    """istiod: uri exact -> ``path``, prefix -> ``prefix``, regex -> ``safe_regex``."""
+    if uri is None:
+        return {"prefix": "/"}
+    ((kind, value),) = uri.items()
+    if kind == "exact":
+        return {"path": value}
+    if kind == "prefix":
+        return {"prefix": value}
+    return {"safe_regex": {"regex": value}}
+
+
 def _envoy_routes(vs_spec: dict[str, Any]) -> list[dict[str, Any]]:
     routes = []
     for route in vs_spec["http"]:
@@ -47,25 +60,28 @@ def _envoy_routes(vs_spec: dict[str, Any]) -> list[dict[str, Any]]:
             dr = route["directResponse"]
             action = {"status": dr["status"], "body": {"inline_string": dr["body"]["string"]}}
         else:
-            (dest,) = route["route"]
-            target = f"route {dest['destination']['host']} {dest['destination']['subset']}"
-            action = {"status": 200, "body": {"inline_string": target}}
+            # A weighted route answers with its split (the Python evaluator samples it).
+            target = " ".join(
+                f"{d['destination']['subset']}={d.get('weight', 100)}" for d in route["route"]
+            )
+            host = route["route"][0]["destination"]["host"]
+            action = {"status": 200, "body": {"inline_string": f"route {host} {target}"}}
         for entry in route.get("match") or [{}]:
             headers = [_matcher(k, v, invert=False) for k, v in entry.get("headers", {}).items()]
             headers += [
                 _matcher(k, v, invert=True) for k, v in entry.get("withoutHeaders", {}).items()
             ]
-            match: dict[str, Any] = {"prefix": "/"}
+            match: dict[str, Any] = _path_match(entry.get("uri"))
             if headers:
                 match["headers"] = headers
             routes.append({"match": match, "direct_response": action})
     return routes
 
 
-def _bootstrap() -> dict[str, Any]:
+def _bootstrap(topo: Topology = TOPO) -> dict[str, Any]:
     hosts = []
-    for service in TOPO.services:
-        _, vs = render_istio_host(TOPO, service)
+    for service in topo.services:
+        _, vs = render_istio_host(topo, service)
         hosts.append({"name": service, "domains": [service], "routes": _envoy_routes(vs["spec"])})
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network."
@@ -121,8 +137,10 @@ def envoy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvoyProcess]:
         yield proxy
 
 
-def _send(conn: http.client.HTTPConnection, service: str, headers: list[tuple[str, str]]):
-    conn.putrequest("GET", "/", skip_host=True)
+def _send(
+    conn: http.client.HTTPConnection, service: str, headers: list[tuple[str, str]], path: str = "/"
+):
+    conn.putrequest("GET", path, skip_host=True)
     conn.putheader("Host", service)
     for name, value in headers:
         conn.putheader(name, value.encode("latin-1"))
@@ -151,7 +169,7 @@ def test_real_envoy_routes_every_request_where_the_model_predicts(
                 ok = doc.get("lane") == res.lane and doc.get("service") == service
             else:
                 fqdn = f"{service}.{TOPO.namespace_of(service)}.svc.cluster.local"
-                ok = (status, body) == (200, f"route {fqdn} {res.serving}")
+                ok = (status, body) == (200, f"route {fqdn} {res.serving}=100")
             if not ok:
                 wrong.append(f"{label}: {headers} -> {status} {body!r}, model {res}")
     finally:
