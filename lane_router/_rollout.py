@@ -266,10 +266,13 @@ def _line_end(text: str, index: int) -> int:
 
 def _replace_value(text: str, entry: tuple[yaml.Node, yaml.Node], new: str) -> Edit:
     key, value = entry
-    if _is_null(value) and value.start_mark.index == value.end_mark.index:
-        # `key:` with nothing after it: write after the colon.
+    empty = _is_null(value) and value.start_mark.index == value.end_mark.index
+    if empty or value.start_mark.line != key.end_mark.line:
+        # `key:` with nothing after it, or a block value on the next lines (a block sequence
+        # may sit at the key's own indentation, a flow one may not): write after the colon.
         colon = text.index(":", key.end_mark.index)
-        return colon + 1, colon + 1, f" {new}"
+        end = colon + 1 if empty else _end(value)
+        return colon + 1, end, f" {new}"
     return value.start_mark.index, _end(value), new
 
 

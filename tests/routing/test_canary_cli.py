@@ -3,11 +3,13 @@ input that exits 2 leaving the file byte-identical."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lane_router import Topology, load_topology
 from lane_router._rollout import RolloutError, write_atomically
@@ -318,3 +320,67 @@ def test_render_follows_each_step(lanes_file: Path, capsys, fmt: str) -> None:
     main(["canary", "reviews", "-f", str(lanes_file), "--promote"])
     capsys.readouterr()
     assert "v2" not in rendered()
+
+
+def _doc() -> dict:
+    return {
+        "namespace": "shop",
+        "lanes": {"feature-a": {}},
+        "services": {
+            "reviews": {
+                "port": 9080,
+                "versions": {
+                    "baseline": ["127.0.0.1:9081"],
+                    "feature-a": ["127.0.0.1:9082"],
+                    "v2": ["127.0.0.1:9085", "[::1]:9086"],
+                },
+                "canary": {
+                    "version": "v2",
+                    "weight": 10,
+                    "match": [{"headers": {"x-canary": {"exact": "1"}}}],
+                },
+            },
+            "details": {"versions": {"baseline": ["127.0.0.1:9087"]}},
+        },
+    }
+
+
+LAYOUTS = {
+    "block": lambda d: yaml.safe_dump(d),
+    "block-sorted-indent4": lambda d: yaml.safe_dump(d, indent=4, sort_keys=True),
+    "mixed-flow": lambda d: yaml.safe_dump(d, default_flow_style=None, sort_keys=False),
+    "explicit-start": lambda d: yaml.safe_dump(d, explicit_start=True, sort_keys=False),
+    "json-indented": lambda d: json.dumps(d, indent=2),
+    "json-one-line": lambda d: json.dumps(d),
+}
+STEPS = {
+    "weight": (["reviews", "--weight", "42"], lambda c: {**c, "weight": 42}),
+    "abort": (["reviews", "--abort"], lambda c: {"version": "v2", "weight": 0}),
+    "promote": (["reviews", "--promote"], None),
+    "declare": (["details", "--version", "v3", "--weight", "7", "--endpoint", "[::1]:1"], None),
+}
+
+
+@pytest.mark.parametrize("step", sorted(STEPS))
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_every_common_layout_is_edited_to_exactly_the_intended_topology(
+    tmp_path: Path, layout: str, step: str
+) -> None:
+    path = tmp_path / "lanes.yaml"
+    path.write_text(LAYOUTS[layout](_doc()))
+    argv, change = STEPS[step]
+    assert main(["canary", argv[0], "-f", str(path), *argv[1:]]) == 0
+    want = _doc()
+    reviews, details = want["services"]["reviews"], want["services"]["details"]
+    if change is not None:
+        reviews["canary"] = change(reviews["canary"])
+    elif step == "promote":
+        reviews["versions"]["baseline"] = reviews["versions"].pop("v2")
+        del reviews["canary"]
+    else:
+        details["versions"]["v3"] = ["[::1]:1"]
+        details["canary"] = {"version": "v3", "weight": 7}
+    assert load_topology(path).to_dict() == Topology.from_dict(want).to_dict()
+    if step == "abort":  # and the aborted canary can be removed in every layout too
+        assert main(["canary", "reviews", "-f", str(path), "--remove"]) == 0
+        assert load_topology(path).services["reviews"].canary is None
