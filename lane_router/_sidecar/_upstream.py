@@ -22,10 +22,14 @@ if TYPE_CHECKING:
 __all__ = ["UpstreamConnection"]
 
 _KINDS = RESPONSE_HEADERS
+# A Content-Length body larger than this bypasses the parser once its head is parsed: the
+# bytes go to the client as received (no per-chunk callback, no copy).
+RAW_MIN = 65536
 
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
+        "cl_value",
         "closed",
         "conn_tokens",
         "ep",
@@ -36,6 +40,9 @@ class UpstreamConnection(asyncio.Protocol):
         "headers",
         "out",
         "parser",
+        "raw_keep",
+        "raw_left",
+        "raw_want",
         "read_paused",
         "reason",
         "reused",
@@ -63,6 +70,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.te_other = False
         self.skip = False
         self.head_done = False
+        self.cl_value = -1
+        self.raw_want = -1  # body bytes still due when the parser is to be bypassed
+        self.raw_left = 0  # body bytes still due while it is bypassed
+        self.raw_keep = False
 
     # -- asyncio --------------------------------------------------------------------------
 
@@ -76,6 +87,9 @@ class UpstreamConnection(asyncio.Protocol):
             return
         ex.touched = True
         self.got_bytes = True
+        if self.raw_left:
+            self._raw(ex, data)
+            return
         try:
             self.parser.feed_data(data)
         except HttpParserCallbackError as exc:
@@ -90,6 +104,25 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.out:
             self.flush()
+        if self.raw_want > 0:  # the rest of this body skips the parser
+            self.raw_left = self.raw_want
+            self.raw_want = -1
+
+    def _raw(self, ex: Exchange, data: bytes) -> None:
+        left = self.raw_left
+        n = len(data)
+        conn = ex.conn
+        if n < left:
+            self.raw_left = left - n
+            if not conn.closed:
+                conn.transport.write(data)
+            return
+        self.raw_left = 0
+        extra = n > left  # bytes past the response: this connection cannot be trusted again
+        if not conn.closed:
+            conn.transport.write(data[:left] if extra else data)
+        self.parser = HttpResponseParser(self)
+        ex.response_complete(self, self.raw_keep and not extra)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -123,6 +156,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = reused
         self.got_bytes = False
         self.head_done = False
+        self.raw_left = 0
         if self.read_paused:
             self.read_paused = False
             self.transport.resume_reading()
@@ -159,6 +193,8 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools ------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.cl_value = -1
+        self.raw_want = -1
         self.headers = []
         self.reason = b""
         self.conn_tokens = None
@@ -178,6 +214,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.headers += (name, b": ", value, b"\r\n")
         elif kind == H_CL:
             self.has_cl = True
+            value = value.strip()
+            self.cl_value = int(value) if value.isdigit() and len(value) < 19 else -1
             self.headers += (name, b": ", value, b"\r\n")
         elif kind == H_TE:
             if self.te or value.strip(b" \t").lower() != b"chunked":
@@ -202,17 +240,30 @@ class UpstreamConnection(asyncio.Protocol):
             ex.upstream_bad("unsupported transfer-encoding from the upstream")
             return
         ex.response_head(self, status)
+        if (
+            self.cl_value > RAW_MIN
+            and self.ex is ex
+            and not ex.chunk_out
+            and not ex.is_head
+            and status != 204
+            and status != 304
+        ):
+            self.raw_want = self.cl_value
+            self.raw_keep = self.parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
         ex = self.ex
         if ex is None or self.skip:
             return
+        if self.raw_want > 0:
+            self.raw_want -= len(body)
         if ex.chunk_out:
             self.out += (b"%x\r\n" % len(body), body, b"\r\n")
         else:
             self.out.append(body)
 
     def on_message_complete(self) -> None:
+        self.raw_want = -1
         if self.skip:
             self.skip = False
             self.head_done = False

@@ -135,3 +135,18 @@ def test_upload_streams_with_flat_memory(proxy: Any, framing: str) -> None:
     assert status == 200
     assert json.loads(raw)["received"] == SIZE
     assert rss.growth_kb < BOUND_KB, f"RSS grew {rss.growth_kb} KB"
+
+
+def test_large_bodies_then_small_requests_reuse_one_upstream_connection(proxy: Any) -> None:
+    """A large Content-Length body bypasses the parser; the connection stays usable after."""
+    sc, up = proxy
+    peers_before = set(up.peers)
+    with connect(sc.proxy) as sock:
+        for n in (3_000_000, 65537, 1_000_000):
+            sock.sendall(b"GET /stream?n=%d&cl=1 HTTP/1.1\r\nHost: reviews\r\n\r\n" % n)
+            status, headers, body = read_response(sock)
+            assert (status, int(headers["content-length"]), body) == (200, n, b"x" * n)
+            sock.sendall(b"GET /small HTTP/1.1\r\nHost: reviews\r\n\r\n")
+            status, _, raw = read_response(sock)
+            assert status == 200 and json.loads(raw)["path"] == "/small"
+    assert len(up.peers - peers_before) <= 1  # one upstream connection, reused throughout
