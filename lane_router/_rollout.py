@@ -96,6 +96,13 @@ def step(
             "the version they point at), then --remove"
         )
 
+    if action == "promote":
+        gone = svc.canary.version  # type: ignore[union-attr]
+        if svc.versions[old.baseline] and not svc.versions[gone]:
+            raise RolloutError(
+                f"canary {gone!r} of {service!r} has no endpoints: promoting it would leave "
+                f"the {old.baseline} without any"
+            )
     expected = _expected(old, service, action, weight, version, endpoints, matches)
     want = Topology.from_dict(expected, source=source)  # bad input fails here, naming the key
     doc = yaml.compose(text, Loader=yaml.SafeLoader)

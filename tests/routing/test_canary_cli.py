@@ -196,6 +196,7 @@ def test_declare_in_a_block_service(tmp_path: Path) -> None:
         (["reviews", "--weight", "5", "--version", "v9"], "already has canary 'v2'"),
         (["reviews", "--weight", "5", "--match", "uri:exact:/x"], "only declare a new canary"),
         (["reviews", "--promote", "--version", "v2"], "takes no"),
+        (["ratings", "--promote"], "would leave the baseline without any"),
         (["details", "--weight", "5", "--version", "feature-a"], "is a lane"),
         (
             ["details", "--weight", "5", "--version", "v9", "--match", "uri:prefix:beta"],

@@ -1,7 +1,8 @@
 """``lanes canary`` against a running ``lanes sidecar`` that watches the file: every step is a
-clean reload (never a half-written file), and stepping then promoting under load fails no
-request. The canary's share on the sidecar is the sidecar's own test; here baseline answers may
-come from either version until the promote, and only from the promoted one after it."""
+clean reload (never a half-written file), and stepping, aborting, removing, re-declaring and
+promoting under load fails no request. The canary's share on the sidecar is the sidecar's own
+test; here baseline answers may come from either version until the promote, and only from the
+promoted one after it."""
 
 from __future__ import annotations
 
@@ -70,8 +71,11 @@ def test_steps_and_promote_under_load_fail_no_request(loop: Loop, tmp_path: Path
             w.start()
         try:
             generation = sc.generation()
-            for weight in (1, 10, 50, 100):
-                assert main(["canary", "reviews", "-f", str(sc.path), "--weight", str(weight)]) == 0
+            steps = [["--weight", "1"], ["--weight", "100"], ["--abort"], ["--remove"]]
+            steps += [["--version", "v2", "--endpoint", ups["v2"].endpoint, "--weight", "10"]]
+            steps += [["--weight", "50"]]
+            for step in steps:
+                assert main(["canary", "reviews", "-f", str(sc.path), *step]) == 0
                 generation += 1
                 wait_for(lambda g=generation: sc.generation() >= g, f"generation {generation}")
             assert main(["canary", "reviews", "-f", str(sc.path), "--promote"]) == 0
@@ -90,7 +94,7 @@ def test_steps_and_promote_under_load_fail_no_request(loop: Loop, tmp_path: Path
         assert served[("lane", "feature-a")] > 0
         metrics = sc.metrics()
         assert _metric(metrics, "lanes_reload_failures_total") == 0
-        assert _metric(metrics, "lanes_reloads_total") >= 6
+        assert _metric(metrics, "lanes_reloads_total") >= 8
         assert sc.routes()  # the live table is still served
     finally:
         if sc is not None:
