@@ -19,91 +19,66 @@ def _hostport(text: str) -> tuple[str, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.add_argument("-f", "--file", required=True, help="the topology (lanes.yaml)")
     parser.add_argument(
         "--listen",
         action="append",
         type=_hostport,
         metavar="HOST:PORT",
-        help="proxy address, repeatable; [::1]:15001 for IPv6; port 0 picks one "
-        "(default 127.0.0.1:15001)",
+        help="proxy address, repeatable; [::1]:15001 for IPv6; port 0 picks a free port "
+        "(the bound addresses are printed in the 'ready' line and in /readyz); "
+        "127.0.0.1:15001 when not given",
     )
     parser.add_argument(
         "--admin",
         type=_hostport,
-        default=("127.0.0.1", 15000),
+        default="127.0.0.1:15000",
         metavar="HOST:PORT",
-        help="admin address: /healthz /readyz /metrics /routes (default 127.0.0.1:15000)",
+        help="admin address: /healthz /readyz /metrics /routes",
     )
     parser.add_argument("--no-admin", action="store_true", help="do not start the admin server")
     parser.add_argument(
         "--admin-server",
         choices=("builtin", "aiohttp"),
         default="builtin",
-        help="admin HTTP server: the sidecar's own (default, ~10 MB less memory) or aiohttp",
+        help="admin HTTP server: the sidecar's own (~10 MB less memory) or aiohttp",
     )
     t = parser.add_argument_group("timeouts (seconds, 0 = none)")
-    t.add_argument("--connect-timeout", type=float, default=5.0)
-    t.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=60.0,
-        help="no bytes either way during an exchange (504)",
-    )
-    t.add_argument(
-        "--request-timeout",
-        type=float,
-        default=300.0,
-        help="a whole exchange, request head to last response byte (504)",
-    )
-    t.add_argument(
-        "--header-timeout",
-        type=float,
-        default=10.0,
-        help="to receive a request head once it started (slowloris, 408)",
-    )
-    t.add_argument(
-        "--keepalive-timeout",
-        type=float,
-        default=75.0,
-        help="idle client connections are closed after this",
-    )
-    t.add_argument(
-        "--drain-timeout",
-        type=float,
-        default=30.0,
-        help="on SIGTERM, wait this long for in-flight requests",
-    )
+    for flag, default, what in (
+        ("--connect-timeout", 5.0, "to connect to an upstream (504)"),
+        ("--idle-timeout", 60.0, "no bytes either way during an exchange (504)"),
+        ("--request-timeout", 300.0, "a whole exchange, request head to last byte (504)"),
+        ("--header-timeout", 10.0, "to receive a request head once it began (slowloris, 408)"),
+        ("--keepalive-timeout", 75.0, "an idle client connection is closed after this"),
+        ("--drain-timeout", 30.0, "on SIGTERM, how long in-flight requests may take"),
+    ):
+        t.add_argument(flag, type=float, default=default, metavar="S", help=what)
     lim = parser.add_argument_group("limits")
-    lim.add_argument("--max-header-bytes", type=int, default=65536, help="431 above this")
-    lim.add_argument(
-        "--max-connections",
-        type=int,
-        default=10000,
-        help="client connections over this get a 503 and are closed",
-    )
-    lim.add_argument(
-        "--max-hops",
-        type=int,
-        default=16,
-        help="508 when the hop counter header reaches this (a routing loop)",
-    )
-    lim.add_argument("--hops-header", default="x-lanes-hops")
+    for flag, default, what in (
+        ("--max-header-bytes", 65536, "request head size; 431 above"),
+        ("--max-connections", 10000, "client connections; over it: 503 and close"),
+        ("--max-hops", 16, "508 when the hop counter reaches this (a routing loop)"),
+    ):
+        lim.add_argument(flag, type=int, default=default, metavar="N", help=what)
+    lim.add_argument("--hops-header", default="x-lanes-hops", help="the hop counter header")
     lim.add_argument(
         "--eject-time",
         type=float,
         default=5.0,
-        help="first ejection of a refusing endpoint; doubles per failure",
+        metavar="S",
+        help="first ejection of an endpoint that refuses or resets; doubles per failure",
     )
-    lim.add_argument("--eject-max", type=float, default=60.0)
+    lim.add_argument("--eject-max", type=float, default=60.0, metavar="S", help="longest ejection")
     parser.add_argument(
         "--reload-interval",
         type=float,
         default=1.0,
-        help="how often to check the file for changes (0 = only on SIGHUP)",
+        metavar="S",
+        help="how often to check the file for changes (0: only on SIGHUP)",
     )
     parser.add_argument(
-        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+        "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="logs"
     )
 
 
