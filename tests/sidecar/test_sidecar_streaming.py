@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from sidecar_helpers import (
     read_response,
     start_sidecar,
     topology,
+    wait_for,
 )
 
 SIZE = 200 * 1024 * 1024  # large next to any buffer, small enough for a quick test
@@ -150,3 +152,30 @@ def test_large_bodies_then_small_requests_reuse_one_upstream_connection(proxy: A
             status, _, raw = read_response(sock)
             assert status == 200 and json.loads(raw)["path"] == "/small"
     assert len(up.peers - peers_before) <= 1  # one upstream connection, reused throughout
+
+
+def _reset(sock: Any) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00" * 2)
+    sock.close()
+
+
+def test_clients_vanishing_mid_body_leave_no_errors(proxy: Any) -> None:
+    sc, _ = proxy
+    for _ in range(3):
+        sock = connect(sc.proxy)
+        sock.sendall(b"GET /stream?n=50000000&cl=1 HTTP/1.1\r\nHost: reviews\r\n\r\n")
+        got = 0
+        while got < 2_000_000:
+            got += len(sock.recv(1 << 20))
+        _reset(sock)  # mid-download
+        sock = connect(sc.proxy)
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: reviews\r\nContent-Length: 50000000\r\n\r\n")
+        sock.sendall(b"z" * 3_000_000)
+        _reset(sock)  # mid-upload
+    wait_for(lambda: "lanes_open_connections 0" in sc.metrics(), "connections to close")
+    assert "lanes_internal_errors_total 0" in sc.metrics()
+    with connect(sc.proxy) as sock:
+        sock.sendall(b"GET /ok HTTP/1.1\r\nHost: reviews\r\n\r\n")
+        assert read_response(sock)[0] == 200
+    log = sc.logs()
+    assert "Traceback" not in log and "Fatal error" not in log, log[-2000:]
