@@ -91,17 +91,23 @@ async def test_rollout_under_load_fails_no_request(
         svc: dict = {"versions": versions}
         if weight is not None:
             versions["next"] = [nxt]
-            svc["canary"] = {"version": "next", "weight": weight, "match": canary_match}
+            svc["canary"] = {"version": "next", "weight": weight}
+            if weight:
+                svc["canary"]["match"] = canary_match
         return Topology.from_dict({"lanes": lanes, "services": {"cart": svc}})
 
-    final = topology(None, nxt) if outcome == "promote" else topology(None)
-    states = [topology(None), topology(10), topology(50), final]
-    end = "next" if outcome == "promote" else "baseline"
+    # As `lanes canary` does it (docs/design.md): --promote moves the canary's endpoints to the
+    # baseline and drops the canary; --abort sets weight 0 without matches, --remove drops it.
+    if outcome == "promote":
+        ending, end = [topology(None, nxt)], "next"
+    else:
+        ending, end = [topology(0), topology(None)], "baseline"
+    states = [topology(None), topology(10), topology(50), *ending]
     # state -> kind -> versions allowed to serve it
     allowed = [
         {kind: {"baseline"} for kind in CLIENTS},
         *({kind: {"baseline", "next"} for kind in ("untagged", "untagged post")} for _ in "ab"),
-        {kind: {end} for kind in CLIENTS},
+        *({kind: {end} for kind in CLIENTS} for _ in ending),
     ]
     for state in allowed[1:3]:
         state.update({"idle (falls back)": {"baseline"}, "match": {"next"}})
@@ -145,14 +151,19 @@ async def test_rollout_under_load_fails_no_request(
     wrong = [r for r in steady if r[4] not in allowed[r[0] // 2][r[2]]]
     assert not wrong, f"{len(wrong)} served by the wrong version: {wrong[:5]}"
     # Lane traffic never reached the canary, not even while a swap was in progress.
-    lanes = [r for r in load.records if r[2] in ("feature-a", "idle (falls back)") and r[1] < 5]
+    before_promote = 5 if outcome == "promote" else len(states) * 2
+    lanes = [
+        r
+        for r in load.records
+        if r[2] in ("feature-a", "idle (falls back)") and r[1] < before_promote
+    ]
     assert lanes and all(r[4] != "next" for r in lanes)
     # The weighted states really split: both versions served untagged requests.
     for state in (2, 4):
         seen = {r[4] for r in steady if r[0] == state and r[2] == "untagged"}
         assert seen == {"baseline", "next"}, (state, seen)
     # Requests kept completing while each swap was in progress (else the test proves nothing).
-    for swap in (1, 3, 5):
+    for swap in range(1, len(states) * 2 - 2, 2):
         assert any(r[1] == swap for r in load.records), swap
     assert stats["cluster_manager.active_clusters"] >= 3
 
