@@ -23,13 +23,12 @@ answer a JSON 503 ``directResponse``; the baseline subset is the catch-all, last
 the default included, names a subset, so untagged traffic never reaches a lane's pods.
 
 Canaries (``Service.canary``) take baseline traffic only. With a canary, every declared lane
-gets its routes, those served by the baseline too (``lanes-on-baseline-header`` and
-``-baggage``: one route each, a match entry per lane, to the baseline subset, with the same
-``x-lane``-first order and guards), so that lane traffic is settled before the canary routes:
-then one route whose ``match`` entries are the canary's content matches (headers and ``uri``;
-OR between entries, AND inside) to the canary subset, then the default route split by weight
-(baseline 100-w, canary w; a 0 or 100 weight leaves one destination). The DestinationRule gets
-a subset for the canary version (label ``lane: <version>``).
+gets its routes, those served by the baseline too (explicitly to the baseline subset, with the
+same ``x-lane``-first order and guards), so that lane traffic is settled before the canary
+routes: then one route whose ``match`` entries are the canary's content matches (headers and
+``uri``; OR between entries, AND inside) to the canary subset, then the default route split by
+weight (baseline 100-w, canary w; a 0 or 100 weight leaves one destination). The
+DestinationRule gets a subset for the canary version (label ``lane: <version>``).
 
 Istio has no fallback between subsets (istio#41787): a lane routes to the version that serves it
 (``Resolution.serving``); when that version has no ready pod, Istio answers 503 UH. The Envoy
@@ -133,22 +132,10 @@ def _http_routes(
     canary = table[baseline].canary
     by_header: list[dict[str, Any]] = []
     by_baggage: list[dict[str, Any]] = []
-    # With a canary, lanes served by the baseline must be settled before the canary routes: one
-    # header route and one baggage route for all of them (their match entries OR).
-    on_baseline_header: list[dict[str, Any]] = []
-    on_baseline_baggage: list[dict[str, Any]] = []
     for lane, (header_name, baggage_name, regex) in strings.items():  # sorted lanes
         candidates = table[lane].candidates
-        if candidates and candidates[0] == baseline:
-            if canary is not None:
-                on_baseline_header.append({"headers": {header: {"exact": lane}}})
-                on_baseline_baggage.append(
-                    {
-                        "headers": {BAGGAGE_HEADER: {"regex": regex}},
-                        "withoutHeaders": {header: {"regex": VALID_LANE_REGEX}},
-                    }
-                )
-            continue  # otherwise the default route serves it
+        if candidates and candidates[0] == baseline and canary is None:
+            continue  # served by the baseline: the default route does it (no canary to skip)
         header_route: dict[str, Any] = {
             "name": header_name,
             "match": [{"headers": {header: {"exact": lane}}}],
@@ -175,18 +162,6 @@ def _http_routes(
     default = {"name": "baseline", "route": [{"destination": {"host": host, "subset": baseline}}]}
     if canary is None:
         return [*by_header, *by_baggage, default]
-    if on_baseline_header:
-        to_baseline = [{"destination": {"host": host, "subset": baseline}}]
-        by_header.append(
-            {"name": "lanes-on-baseline-header", "match": on_baseline_header, "route": to_baseline}
-        )
-        by_baggage.append(
-            {
-                "name": "lanes-on-baseline-baggage",
-                "match": on_baseline_baggage,
-                "route": [{"destination": {"host": host, "subset": baseline}}],
-            }
-        )
     return [*by_header, *by_baggage, *_canary_routes(canary, host, baseline, default)]
 
 

@@ -139,21 +139,10 @@ def test_content_matches_always_win_over_the_weight() -> None:
 
 
 def test_lane_routes_come_before_canary_routes_and_cover_baseline_served_lanes() -> None:
-    routes = istio_http_routes(TOPO, "reviews")
-    names = [r["name"] for r in routes]
+    names = [r["name"] for r in istio_http_routes(TOPO, "reviews")]
     # feature-c and idle are served by the baseline: explicit routes, or the canary takes them.
-    for lane in ("feature-a", "feature-b", "hotfix"):
+    for lane in TOPO.lanes:
         assert f"lane-{lane}-header" in names and f"lane-{lane}-baggage" in names
-    on_baseline = {r["name"]: r for r in routes if r["name"].startswith("lanes-on-baseline")}
-    assert [e["headers"]["x-lane"] for e in on_baseline["lanes-on-baseline-header"]["match"]] == [
-        {"exact": "feature-c"},
-        {"exact": "idle"},
-    ]
-    assert len(on_baseline["lanes-on-baseline-baggage"]["match"]) == 2
-    for route in on_baseline.values():
-        assert route["route"] == [
-            {"destination": {"host": "reviews.shop.svc.cluster.local", "subset": "baseline"}}
-        ]
     assert names[-2:] == ["canary-v2-match", "baseline"]
     first_baggage = next(i for i, n in enumerate(names) if n.endswith("-baggage"))
     assert all(n.endswith("-header") for n in names[:first_baggage])
