@@ -52,8 +52,9 @@ Canaries (``Service.canary``), for baseline traffic only:
   there; one that ranks regexes below every prefix would send it to the weighted default
   instead. As these routes match ``x-lane`` only, a request carrying its lane only in
   ``baggage`` is baseline traffic here and may reach a canary (the lanes SDK writes ``x-lane``
-  on every hop; use Istio or Envoy for baggage-only clients). Repeated header lines are joined with ``,`` by most implementations, where the model
-  matches any line. A match holds at most 16 headers: a canary match gets 15 (one is the lane's).
+  on every hop; use Istio or Envoy for baggage-only clients). Repeated header lines are joined
+  with ``,`` by most implementations, where the model matches any line. A match holds at most
+  16 headers: a canary match gets 15 (one is the lane's).
 """
 
 from __future__ import annotations
