@@ -43,9 +43,10 @@ CDS_FILE = "cds.json"
 RDS_FILE = "rds.json"
 _CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 _ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
-# Envoy's own readouts of the last version it accepted from each file.
-_CDS_VERSION_STAT = "cluster_manager.cds.version_text"
-_RDS_VERSION_STAT = f"http.{LISTENER_NAME}.rds.{ROUTE_CONFIG_NAME}.version_text"
+# Envoy's statistics of each file's subscription: ``version_text`` is the last version it
+# accepted, ``update_rejected``/``update_failure`` count files it refused or could not read.
+_CDS_STATS = "cluster_manager.cds"
+_RDS_STATS = f"http.{LISTENER_NAME}.rds.{ROUTE_CONFIG_NAME}"
 _POLL = 0.01
 
 
@@ -141,24 +142,37 @@ def _file_version(path: Path) -> str | None:
         return None
 
 
-def _wait_for(admin_url: str, stat: str, version: str, timeout: float) -> None:
-    url = f"{admin_url.rstrip('/')}/stats?format=json&filter=^{stat.replace('.', '[.]')}$"
+def _subscription(admin_url: str, prefix: str) -> tuple[object, int]:
+    """(version Envoy runs, files refused so far) of one subscription; XdsError if unreachable."""
+    pattern = prefix.replace(".", "[.]")
+    url = f"{admin_url.rstrip('/')}/stats?format=json&filter=^{pattern}[.]"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            stats = {i.get("name"): i.get("value") for i in json.loads(resp.read())["stats"]}
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise XdsError(f"cannot read Envoy's stats at {admin_url}: {exc}") from None
+    refused = sum(
+        v
+        for k in ("update_rejected", "update_failure")
+        if isinstance(v := stats.get(f"{prefix}.{k}"), int)
+    )
+    return stats.get(f"{prefix}.version_text"), refused
+
+
+def _wait_for(admin_url: str, prefix: str, version: str, refused: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    seen = None
     while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                for item in json.loads(resp.read()).get("stats", []):
-                    if item.get("name") == stat:
-                        seen = item.get("value")
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            seen = f"admin unreachable: {exc}"
+        seen, now_refused = _subscription(admin_url, prefix)
         if seen == version:
             return
+        if now_refused > refused:
+            raise XdsError(
+                f"Envoy at {admin_url} refused version {version} ({prefix}); see its log"
+            )
         if time.monotonic() > deadline:
             raise XdsError(
                 f"Envoy at {admin_url} did not apply version {version} within {timeout}s "
-                f"({stat} is {seen!r}); it may have rejected the file, see its log"
+                f"({prefix}.version_text is {seen!r})"
             )
         time.sleep(_POLL)
 
@@ -174,10 +188,12 @@ def write_envoy_xds(
 
     Order: the new clusters plus the old ones (so both the old and the new routes resolve), the
     new routes, then the new clusters alone. With ``admin_url`` (``http://127.0.0.1:15000``) each
-    step waits until Envoy reports that version (XdsError after ``timeout`` seconds); without
-    it the files are only written in that order, and Envoy may read them in another, in which
-    case a request can meet a cluster it does not have yet during the milliseconds between.
-    The first write (an empty directory) creates the files Envoy needs before it starts.
+    step waits until Envoy reports that version; when Envoy refuses a file (or does not take it
+    within ``timeout`` seconds) the file's previous content is put back, so the directory keeps
+    matching what Envoy runs, and XdsError says why. Without ``admin_url`` the files are only
+    written in that order, and Envoy may read them in another, in which case a request can meet
+    a cluster it does not have yet during the milliseconds between. The first write (an empty
+    directory) creates the files Envoy needs before it starts.
     """
     directory = Path(xds_dir)
     directory.mkdir(parents=True, exist_ok=True)
@@ -185,12 +201,20 @@ def write_envoy_xds(
 
     first = not (cds_path.exists() and rds_path.exists())  # no Envoy can be reading them yet
 
-    def step(path: Path, text: str, version: str, stat: str) -> None:
+    def step(path: Path, text: str, version: str, stats: str) -> None:
         if _file_version(path) == version:
             return
+        if admin_url is None or first:
+            _write_atomically(path, text)
+            return
+        previous = path.read_text(encoding="utf-8")
+        refused = _subscription(admin_url, stats)[1]
         _write_atomically(path, text)
-        if admin_url is not None and not first:
-            _wait_for(admin_url, stat, version, timeout)
+        try:
+            _wait_for(admin_url, stats, version, refused, timeout)
+        except XdsError:
+            _write_atomically(path, previous)
+            raise
 
     new = list(xds.clusters)
     new_names = {c["name"] for c in new}
@@ -199,9 +223,9 @@ def write_envoy_xds(
         key=lambda c: c["name"],
     )
     if old_only:
-        step(cds_path, *_response(_CLUSTER_TYPE, [*new, *old_only]), _CDS_VERSION_STAT)
+        step(cds_path, *_response(_CLUSTER_TYPE, [*new, *old_only]), _CDS_STATS)
     else:
-        step(cds_path, *_response(_CLUSTER_TYPE, new), _CDS_VERSION_STAT)
-    step(rds_path, *_response(_ROUTE_TYPE, [xds.route_config]), _RDS_VERSION_STAT)
+        step(cds_path, *_response(_CLUSTER_TYPE, new), _CDS_STATS)
+    step(rds_path, *_response(_ROUTE_TYPE, [xds.route_config]), _RDS_STATS)
     if old_only:
-        step(cds_path, *_response(_CLUSTER_TYPE, new), _CDS_VERSION_STAT)
+        step(cds_path, *_response(_CLUSTER_TYPE, new), _CDS_STATS)
