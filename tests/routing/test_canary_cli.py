@@ -385,3 +385,29 @@ def test_every_common_layout_is_edited_to_exactly_the_intended_topology(
     if step == "abort":  # and the aborted canary can be removed in every layout too
         assert main(["canary", "reviews", "-f", str(path), "--remove"]) == 0
         assert load_topology(path).services["reviews"].canary is None
+
+
+def test_first_entries_of_flow_mappings_are_removed_cleanly(tmp_path: Path) -> None:
+    path = tmp_path / "lanes.yaml"
+    path.write_text(
+        "services:\n"
+        "  web: {canary: {match: [{uri: {exact: /x}}], version: v2, weight: 5},\n"
+        '        versions: {v2: ["127.0.0.1:2"], baseline: ["127.0.0.1:1"]}}  # web\n'
+    )
+    assert main(["canary", "web", "-f", str(path), "--abort"]) == 0
+    assert path.read_text().splitlines()[1] == "  web: {canary: {version: v2, weight: 0},"
+    assert main(["canary", "web", "-f", str(path), "--weight", "3"]) == 0
+    assert main(["canary", "web", "-f", str(path), "--promote"]) == 0
+    assert path.read_text() == (
+        'services:\n  web: {versions: {baseline: ["127.0.0.1:2"]}}  # web\n'
+    )
+
+
+def test_lanes_help_lists_canary(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "canary" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["canary", "--help"])
+    out = capsys.readouterr().out
+    assert "--promote" in out and "--abort" in out and "--weight" in out
