@@ -158,13 +158,13 @@ async def test_rollout_under_load_fails_no_request(
         if r[2] in ("feature-a", "idle (falls back)") and r[1] < before_promote
     ]
     assert lanes and all(r[4] != "next" for r in lanes)
-    # The weighted states really split: both versions served untagged requests.
-    for state in (2, 4):
-        seen = {r[4] for r in steady if r[0] == state and r[2] == "untagged"}
-        assert seen == {"baseline", "next"}, (state, seen)
-    # Requests kept completing while each swap was in progress (else the test proves nothing).
+    # Weight 50 really splits: both versions served untagged requests (at weight 10 the state's
+    # ~70 untagged requests could, rarely, all land on the baseline; the allowed sets hold).
+    seen = {r[4] for r in steady if r[0] == 4 and r[2] == "untagged"}
+    assert seen == {"baseline", "next"}, seen
+    # Requests were in flight when each swap began and ended after it (else this proves nothing).
     for swap in range(1, len(states) * 2 - 2, 2):
-        assert any(r[1] == swap for r in load.records), swap
+        assert any(r[0] < swap <= r[1] for r in load.records), swap
     assert stats["cluster_manager.active_clusters"] >= 3
 
 
