@@ -9,6 +9,9 @@ How a request finds its version (details and the reasons in ``envoy/README.md``)
 * One virtual host per service (short, namespaced and cluster-local names, with and without the
   port); per declared lane whose answer differs from the baseline's one exact-match route, then
   the baseline default. A strict miss is a direct 503 naming the lane and the service.
+* A service with a canary: every declared lane gets its routes (the lanes served by the baseline
+  too, so lane traffic never reaches the canary), then the canary's content matches, then the
+  default route split by ``weighted_clusters``; the canary's target falls back to the baseline.
 * One cluster per (service, lane) version. Where a lane's walk has fallbacks, the route targets
   an aggregate cluster over the walk's versions in order: Envoy sends to the first with a healthy
   endpoint. Passive health (one local-origin failure ejects a host), retries (on connect

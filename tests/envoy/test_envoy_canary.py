@@ -204,6 +204,7 @@ async def test_weight_10_takes_10_percent_of_baseline_traffic_only(
     baseline = results["baseline"]
     assert set(baseline) <= {(200, "baseline"), (200, CANARY_VERSION)}, baseline
     share = baseline[(200, CANARY_VERSION)] / 10_000
+    print(f"canary share at weight 10: {share:.2%} of 10,000 baseline requests")  # -rP shows it
     assert 0.085 <= share <= 0.115, f"canary share {share:.2%} of 10,000 baseline requests"
     assert results["match"] == {(200, CANARY_VERSION): 500}
     assert results["weight 0"] == {(200, "baseline"): 500}
