@@ -82,6 +82,7 @@ MAX_RULES_PER_ROUTE = 16
 MAX_MATCHES_PER_RULE = 64
 MAX_MATCHES_PER_ROUTE = 128
 MAX_HEADERS_PER_MATCH = 16
+MAX_PATH_VALUE = 1024
 _LABEL_SERVICE = "traffic-lanes.io/service"
 _LABEL_LANE = "traffic-lanes.io/lane"
 
@@ -244,10 +245,14 @@ def _match(m: ContentMatch, service: str) -> dict[str, Any]:
         kind, value = m.uri
         # PathPrefix matches whole path segments ("/beta" is not a prefix of "/betax", and a
         # trailing "/" is ignored): not the string prefix of the model, so prefixes are regexes.
-        if kind == "exact":
-            out["path"] = {"type": "Exact", "value": value}
-        else:
-            out["path"] = {"type": "RegularExpression", "value": _regex(kind, value)}
+        if kind != "exact":
+            kind, value = "RegularExpression", _regex(kind, value)
+            if len(value) > MAX_PATH_VALUE:
+                raise ValueError(
+                    f"service {service!r}: a canary URI match is {len(value)} characters as a "
+                    f"regex; Gateway API paths hold at most {MAX_PATH_VALUE}"
+                )
+        out["path"] = {"type": "Exact" if kind == "exact" else kind, "value": value}
     if m.headers:
         headers = []
         for name, kind, value in m.headers:

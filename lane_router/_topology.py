@@ -37,6 +37,8 @@ __all__ = [
 
 DEFAULT_PORT = 80
 MATCH_KINDS = ("exact", "prefix", "regex")
+MAX_MATCH_VALUE = 1024  # Istio's regex cap; Gateway API paths allow no more either
+_ISTIO_IGNORED_HEADERS = frozenset({"uri", "scheme", "method", "authority"})
 # RE2 (Envoy, Istio) has no look-around or back-references; reject them where Python would accept.
 _NOT_RE2 = re.compile(r"\(\?[=!<]|\\[1-9]|\(\?P=")
 _HEADER_RE = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
@@ -488,11 +490,16 @@ def _validate_canary(
                 problems.append(f"{mkey}.headers.{n}: not a lower-case HTTP header name")
             elif n == header:
                 problems.append(f"{mkey}.headers.{n}: the lane header selects lanes, not canaries")
+            elif n in _ISTIO_IGNORED_HEADERS:
+                # Istio drops these keys from a header match: the condition would vanish there.
+                problems.append(f"{mkey}.headers.{n}: Istio ignores a header match on {n!r}")
         for ckey, kind, value in conditions:
             if kind not in MATCH_KINDS:
                 problems.append(f"{ckey}: unknown match kind {kind!r} (exact, prefix or regex)")
             elif not isinstance(value, str):
                 problems.append(f"{ckey}.{kind}: must be a string")
+            elif len(value) > MAX_MATCH_VALUE:
+                problems.append(f"{ckey}.{kind}: longer than {MAX_MATCH_VALUE} characters")
             elif ckey.endswith(".uri") and kind != "regex" and (value[:1] != "/" or "?" in value):
                 # Every data plane matches the path without its query: '/'-less or '?' never match.
                 problems.append(f"{ckey}.{kind}: a path starts with '/' and holds no '?'")

@@ -146,3 +146,12 @@ def test_a_canary_match_with_too_many_headers_is_refused() -> None:
     )
     with pytest.raises(ValueError, match="15 at most"):
         render_gateway_api(topo)
+
+
+def test_a_uri_prefix_too_long_as_a_regex_is_refused() -> None:
+    canary = Canary("v2", 0, (ContentMatch(uri=("prefix", "/" + "." * 600)),))
+    topo = Topology.build(
+        lanes=[], services=[Service("web", {"baseline": (), "v2": ()}, canary=canary)]
+    )
+    with pytest.raises(ValueError, match="at most 1024"):
+        render_gateway_api(topo)

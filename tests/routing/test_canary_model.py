@@ -54,6 +54,14 @@ def _problems(canary_yaml: str) -> str:
             "look-around",
         ),
         ("      version: v2\n      match: [{uri: {regex: '(a'}}]\n", "invalid regex"),
+        (
+            "      version: v2\n      match: [{headers: {method: {exact: GET}}}]\n",
+            "headers.method (line 7): Istio ignores",
+        ),
+        (
+            "      version: v2\n      match: [{uri: {regex: '" + "a" * 1025 + "'}}]\n",
+            "uri.regex (line 7): longer than 1024 characters",
+        ),
         ("      version: v2\n      match: [{uri: {prefix: beta}}]\n", "starts with '/'"),
         ("      version: v2\n      match: [{uri: {exact: '/a?b=1'}}]\n", "holds no '?'"),
         ("      version: v2\n      match: {uri: {exact: /a}}\n", "canary.match (line 7)"),
