@@ -25,6 +25,7 @@ __all__ = ["admin_response", "start_admin"]
 _JSON = "application/json"
 _PROM = "text/plain; version=0.0.4; charset=utf-8"
 _MAX_HEAD = 16384
+_TIMEOUT = 10.0
 
 
 def _json(status: int, doc: Any) -> tuple[int, str, bytes]:
@@ -87,12 +88,18 @@ class _AdminConnection(asyncio.Protocol):
         self.sidecar = sidecar
         self.parser = HttpRequestParser(self)
         self.transport: Any = None
+        self.timer: Any = None
         self.url = b""
         self.seen = 0
         self.done = False
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        # A client that never finishes its request is cut (the data path has its own sweep).
+        self.timer = self.sidecar.loop.call_later(_TIMEOUT, transport.close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.timer.cancel()
 
     def data_received(self, data: bytes) -> None:
         if self.done:

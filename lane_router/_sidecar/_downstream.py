@@ -19,7 +19,7 @@ from httptools import (
     parse_url,
 )
 
-from lane_router._sidecar._exchange import B_PIPE, Exchange
+from lane_router._sidecar._exchange import B_PENDING, B_PIPE, B_UPSTREAM, Exchange
 from lane_router._sidecar._http import (
     H_BAGGAGE,
     H_CL,
@@ -409,6 +409,8 @@ class ClientConnection(asyncio.Protocol):
             self.cur = None
         if self.closed:
             return
+        # Its upstream may have gone while full (no resume_writing will come): read again.
+        self.unblock(B_UPSTREAM | B_PENDING)
         if not ex.keep_alive or self.sc.draining:
             self.closed = True
             self.transport.close()

@@ -260,11 +260,12 @@ async def serve(config: SidecarConfig, *, announce: bool = True) -> int:
     gc.collect()
     gc.freeze()  # startup objects never die: keep them out of every collection
     if announce:
-        print(
-            f"lanes sidecar ready proxy={','.join(sidecar.listen_addrs)} "
-            f"admin={sidecar.admin_addr or '-'}",
-            flush=True,
-        )
+        with contextlib.suppress(OSError):  # nobody listening is no reason to stop
+            print(
+                f"lanes sidecar ready proxy={','.join(sidecar.listen_addrs)} "
+                f"admin={sidecar.admin_addr or '-'}",
+                flush=True,
+            )
     await stop.wait()
     log.info("draining %d connection(s)", len(sidecar.connections))
     left = await sidecar.drain()

@@ -297,14 +297,57 @@ def connect(addr: tuple[str, int], timeout: float = DEADLINE) -> socket.socket:
     return sock
 
 
-_readers: weakref.WeakKeyDictionary[socket.socket, Any] = weakref.WeakKeyDictionary()
+class _Reader:
+    """Buffered reads on a socket that keep no reference to it (``makefile`` would hold the
+    socket open after ``close()``, so the peer would never see the connection end)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.sock: Any = None
+
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            return False
+        self.buf += chunk
+        return True
+
+    def readline(self) -> bytes:
+        while (end := self.buf.find(b"\n")) < 0:
+            if not self._fill():
+                out = bytes(self.buf)
+                self.buf.clear()
+                return out
+        out = bytes(self.buf[: end + 1])
+        del self.buf[: end + 1]
+        return out
+
+    def read(self, n: int = -1) -> bytes:
+        while (n < 0 or len(self.buf) < n) and self._fill():
+            pass
+        n = len(self.buf) if n < 0 else min(n, len(self.buf))
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+
+# One buffer per socket (pipelined responses arrive together); the socket is only a weak key.
+_readers: weakref.WeakKeyDictionary[socket.socket, _Reader] = weakref.WeakKeyDictionary()
 
 
 def read_response(sock: socket.socket, *, head: bool = False) -> tuple[int, dict[str, str], bytes]:
     """Read one HTTP/1.1 response (Content-Length, chunked or close-delimited)."""
     f = _readers.get(sock)
-    if f is None:  # one buffered reader per socket: pipelined responses arrive together
-        f = _readers[sock] = sock.makefile("rb")
+    if f is None:
+        f = _readers[sock] = _Reader()
+    f.sock = sock
+    try:
+        return _read_response(f, head)
+    finally:
+        f.sock = None
+
+
+def _read_response(f: _Reader, head: bool) -> tuple[int, dict[str, str], bytes]:
     status_line = f.readline()
     if not status_line:
         raise ConnectionError("connection closed before a response")
