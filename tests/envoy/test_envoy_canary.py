@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 
 import aiohttp
 import pytest
@@ -321,3 +324,48 @@ def test_weights_0_and_100_and_no_canary() -> None:
     full = _routes(render_envoy(Topology.from_dict(_doc({"version": "v2", "weight": 100}))), "s")
     assert full[-1]["route"]["cluster"] == "s|v2>baseline"
     assert "s/idle" in [r["name"] for r in full]
+
+
+def _shared_corpus() -> ModuleType:
+    """tests/routing/canary_corpus.py (it imports its neighbours by module name)."""
+    routing = str(Path(__file__).resolve().parents[1] / "routing")
+    if routing not in sys.path:
+        sys.path.insert(0, routing)
+    import canary_corpus
+
+    return canary_corpus
+
+
+async def test_the_shared_canary_corpus_on_real_envoy(
+    fleet: Fleet, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # The corpus the Istio and Gateway API renderers are checked against (tests/routing), with
+    # its endpoints replaced by live upstreams; every third request, for time.
+    corpus = _shared_corpus()
+    doc = corpus.topology().to_dict()
+    for svc, spec in doc["services"].items():
+        spec["versions"] = {v: [fleet.start(f"shared-{svc}", v)] for v in spec["versions"]}
+    topo = Topology.from_dict(doc)
+    cases = corpus.canary_requests(topo)[::3]
+    bootstrap = render_envoy(topo, listen="127.0.0.1:0", admin="127.0.0.1:0")
+    limit = asyncio.Semaphore(32)
+    with running_envoy(bootstrap, workdir=tmp_path_factory.mktemp("envoy-shared")) as proxy:
+        async with aiohttp.ClientSession() as session:
+
+            async def one(svc: str, label: str, headers: Headers, path: str) -> str | None:
+                lane, want = corpus.predict(topo, svc, headers, path)
+                async with limit:
+                    status, got = await _served(session, proxy.url(path), svc, headers)
+                if status == 503:
+                    got = "503"
+                res = topo.resolve(svc, lane)
+                assert res is not None
+                ok = got in (res.serving, res.canary.version) if want is None else got == want
+                return None if ok else f"{svc} <- {label}: {want} != {status} {got}"
+
+            results = await asyncio.gather(
+                *(one(s, *case) for s in topo.services for case in cases)
+            )
+    failures = [r for r in results if r]
+    assert len(results) > 5000
+    assert not failures, f"{len(failures)} of {len(results)} wrong:\n" + "\n".join(failures[:20])
