@@ -19,8 +19,11 @@ from httptools import (
     parse_url,
 )
 
-from lane_router._sidecar._exchange import B_PENDING, B_PIPE, B_UPSTREAM, Exchange
+from lane_router._sidecar._exchange import Exchange
 from lane_router._sidecar._http import (
+    B_PENDING,
+    B_PIPE,
+    B_UPSTREAM,
     H_BAGGAGE,
     H_CL,
     H_CONNECTION,

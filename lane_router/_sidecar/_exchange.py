@@ -13,6 +13,7 @@ import math
 from typing import TYPE_CHECKING
 
 from lane_router._sidecar._http import (
+    B_PENDING,
     CONTINUE,
     LAST_CHUNK,
     drop_connection_named,
@@ -26,14 +27,9 @@ if TYPE_CHECKING:
     from lane_router._sidecar._server import Sidecar
     from lane_router._sidecar._table import EndpointState, Route
 
-__all__ = ["B_PENDING", "B_PIPE", "B_UPSTREAM", "Exchange"]
+__all__ = ["Exchange"]
 
 log = logging.getLogger("lane_router.sidecar")
-
-# Why the client connection's reading is paused (a bit mask; reading resumes at 0).
-B_UPSTREAM = 1  # the upstream's write buffer is full
-B_PENDING = 2  # body buffered while the upstream connection is being set up
-B_PIPE = 4  # a pipelined request waits for the current one
 
 PENDING_LIMIT = 256 * 1024
 _CLOSE = b"connection: close\r\n"

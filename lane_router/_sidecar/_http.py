@@ -6,6 +6,9 @@ import json
 from http import HTTPStatus
 
 __all__ = [
+    "B_PENDING",
+    "B_PIPE",
+    "B_UPSTREAM",
     "CONTINUE",
     "H_BAGGAGE",
     "H_CL",
@@ -24,6 +27,11 @@ __all__ = [
     "error_response",
     "reason_phrase",
 ]
+
+# Why a client connection's reading is paused (a bit mask; reading resumes at 0).
+B_UPSTREAM = 1  # the upstream's write buffer is full
+B_PENDING = 2  # body buffered while the upstream connection is being set up
+B_PIPE = 4  # a pipelined request waits for the current one
 
 # Header kinds: what the proxy does with a field line instead of copying it.
 H_HOST = 1

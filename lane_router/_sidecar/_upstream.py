@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpResponseParser
 
-from lane_router._sidecar._http import H_CL, H_CONNECTION, H_TE, RESPONSE_HEADERS
+from lane_router._sidecar._http import B_UPSTREAM, H_CL, H_CONNECTION, H_TE, RESPONSE_HEADERS
 
 if TYPE_CHECKING:
     from lane_router._sidecar._exchange import Exchange
@@ -142,12 +142,12 @@ class UpstreamConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         ex = self.ex
         if ex is not None:
-            ex.conn.block(1)
+            ex.conn.block(B_UPSTREAM)
 
     def resume_writing(self) -> None:
         ex = self.ex
         if ex is not None:
-            ex.conn.unblock(1)
+            ex.conn.unblock(B_UPSTREAM)
 
     # -- used by the exchange -------------------------------------------------------------
 
