@@ -116,6 +116,7 @@ class RouteTable:
         self.generation = generation
         self.source = source
         self.baseline = topology.baseline
+        self._effective = topology.effective_lane
         self.baggage_key = topology.baggage_key
         self.header = topology.header.encode("ascii")
         self.special: dict[bytes, int] = dict(REQUEST_HEADERS)
@@ -214,10 +215,8 @@ class RouteTable:
         return None
 
     def route(self, service: str, lane: str | None) -> Route:
-        """The route of an effective lane: no, invalid or undeclared lane means the baseline."""
-        per_lane = self.routes[service]
-        route = per_lane.get(lane) if lane is not None else None
-        return route if route is not None else per_lane[self.baseline]
+        """The route for a request's lane (the core decides what an undeclared lane means)."""
+        return self.routes[service][self._effective(lane)]
 
     # -- admin ----------------------------------------------------------------------------
 
