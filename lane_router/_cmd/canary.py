@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="delete an aborted canary (weight 0, no matches) and its version entry",
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the change as a unified diff and leave the file alone",
+    )
     new = parser.add_argument_group("declare a canary (with --weight)")
     new.add_argument("--version", metavar="V", help="the version to expose (not a lane)")
     new.add_argument(
@@ -98,6 +103,18 @@ def run(args: argparse.Namespace) -> int:
     except (RolloutError, TopologyError) as exc:
         print(f"lanes canary: {exc}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        import difflib
+
+        sys.stdout.writelines(
+            difflib.unified_diff(
+                text.splitlines(keepends=True),
+                new_text.splitlines(keepends=True),
+                fromfile=str(path),
+                tofile=f"{path} ({summary})",
+            )
+        )
+        return 0
     try:
         write_atomically(path, new_text, expect=raw)
     except RolloutError as exc:

@@ -411,3 +411,12 @@ def test_lanes_help_lists_canary(capsys) -> None:
         main(["canary", "--help"])
     out = capsys.readouterr().out
     assert "--promote" in out and "--abort" in out and "--weight" in out
+
+
+def test_dry_run_prints_the_diff_and_writes_nothing(lanes_file: Path, capsys) -> None:
+    before = lanes_file.read_bytes()
+    assert main(["canary", "reviews", "-f", str(lanes_file), "--weight", "20", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "-      weight: 10    # percent\n+      weight: 20    # percent\n" in out
+    assert "(reviews: canary v2 weight 10 -> 20)" in out.splitlines()[1]
+    assert lanes_file.read_bytes() == before
