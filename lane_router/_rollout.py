@@ -328,7 +328,16 @@ def _flow(value: Any) -> str:
         return "{" + ", ".join(items) + "}"
     if isinstance(value, list):
         return "[" + ", ".join(_flow(v) for v in value) + "]"
+    if isinstance(value, str) and _PLAIN_KEY.fullmatch(value) and _reads_as_str(value):
+        return value  # `version: v2`, not `version: "v2"`
     return json.dumps(value, ensure_ascii=False)
+
+
+def _reads_as_str(text: str) -> bool:
+    if text in ("y", "n"):  # YAML 1.1 booleans to Go's yaml.v2, strings to PyYAML
+        return False
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    return isinstance(node, yaml.ScalarNode) and node.tag.endswith(":str")
 
 
 def _summary(old: Topology, new: Topology, service: str, action: str) -> str:

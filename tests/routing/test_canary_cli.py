@@ -180,7 +180,7 @@ def test_declare_in_a_block_service(tmp_path: Path) -> None:
     assert main(["canary", "web", "-f", str(path), "--version", "v2", "--weight", "0"]) == 0
     assert path.read_text() == (
         "services:\n  web:\n    port: 80\n    versions:\n      baseline: []\n"
-        '      v2: []\n    canary: {version: "v2", weight: 0}\n# trailing comment\n'
+        "      v2: []\n    canary: {version: v2, weight: 0}\n# trailing comment\n"
     )
 
 
