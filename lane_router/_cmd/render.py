@@ -63,9 +63,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="Envoy admin address, or 'none' (default: 127.0.0.1:15000)",
     )
+    envoy.add_argument(
+        "--xds-dir",
+        metavar="DIR",
+        help="filesystem xDS: print a bootstrap that reads routes and clusters from DIR and "
+        "write them there, in an order that fails no request; run again to change a live Envoy",
+    )
+    envoy.add_argument(
+        "--envoy-admin",
+        metavar="URL",
+        help="with --xds-dir: wait until the running Envoy at URL (http://127.0.0.1:15000) has "
+        "taken each file; a refused file is put back and the command exits 1",
+    )
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.format != "envoy" and (args.xds_dir or args.envoy_admin):
+        raise ValueError("--xds-dir, --envoy-admin: envoy only")
     if args.format == "istio":
         return {
             "lane_label": args.lane_label,
@@ -78,6 +92,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--export-local, --gateway, --external-host, --entry-service: istio only")
     if args.format == "gateway-api":
         return {"lane_label": args.lane_label}
+    if args.envoy_admin and not args.xds_dir:
+        raise ValueError("--envoy-admin needs --xds-dir")
     admin = None if args.admin.lower() == "none" else args.admin
     return {"listen": args.listen, "admin": admin}
 
@@ -92,10 +108,30 @@ def run(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     try:
-        text = dump_yaml(render(topology, args.format, **_options(args)))
+        options = _options(args)
+        if args.format == "envoy" and args.xds_dir:
+            return _render_xds(args, topology, options)
+        text = dump_yaml(render(topology, args.format, **options))
     except ValueError as exc:
         print(f"lanes render: {exc}", file=sys.stderr)
         return 2
+    return _emit(args, text)
+
+
+def _render_xds(args: argparse.Namespace, topology: Any, options: dict[str, Any]) -> int:
+    from lane_router._envoy_xds import XdsError, render_envoy_xds, write_envoy_xds
+    from lane_router._render import dump_yaml
+
+    xds = render_envoy_xds(topology, xds_dir=args.xds_dir, **options)
+    try:
+        write_envoy_xds(xds, args.xds_dir, admin_url=args.envoy_admin)
+    except (XdsError, OSError) as exc:
+        print(f"lanes render: {exc}", file=sys.stderr)
+        return 1
+    return _emit(args, dump_yaml([xds.bootstrap]))
+
+
+def _emit(args: argparse.Namespace, text: str) -> int:
     if args.output is None:
         sys.stdout.write(text)
         sys.stdout.flush()
