@@ -96,10 +96,9 @@ class Sidecar:
                 exc,
             )
             return False
-        except Exception as exc:
+        except Exception:  # a bug in building the table must not take the live one down
             self.metrics.reload_failures += 1
             log.exception("reload (%s) failed, keeping generation %d", why, self.table.generation)
-            del exc
             return False
         self.table = table
         forget_unused(self.registry, (table,))
