@@ -338,6 +338,7 @@ class ClientConnection(asyncio.Protocol):
         table = sc.table
         url = self.url
         authority = self.host
+        ex.is_head = method == b"HEAD"  # also our own errors must not send it a body
         if self.dup_host:
             ex.err = (400, "bad request", "more than one Host header")
             ex.keep_alive = False
@@ -379,7 +380,6 @@ class ClientConnection(asyncio.Protocol):
         ex.service = service
         ex.lane = route.lane
         ex.route = route
-        ex.is_head = method == b"HEAD"
         if self.hops >= sc.max_hops:
             ex.err = (508, "loop detected", f"{sc.hops_header} reached {sc.max_hops}")
             return

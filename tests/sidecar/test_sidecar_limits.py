@@ -344,3 +344,15 @@ def test_chunked_request_trailers_are_not_forwarded(tight: Any) -> None:
     body = json.loads(raw)
     assert status == 200 and body["body_len"] == 3
     assert "x-trailer" not in dict(body["headers"])
+
+
+def test_head_to_an_unknown_service_gets_no_body(tight: Any) -> None:
+    sc, _, _ = tight
+    with connect(sc.proxy) as sock:
+        sock.sendall(
+            b"HEAD / HTTP/1.1\r\nHost: nope\r\n\r\nGET / HTTP/1.1\r\nHost: reviews\r\n\r\n"
+        )
+        status, headers, _ = read_response(sock, head=True)
+        assert status == 404 and int(headers["content-length"]) > 0
+        status, _, raw = read_response(sock)  # the next response starts right after the head
+        assert status == 200 and json.loads(raw)["served"] == "baseline"
