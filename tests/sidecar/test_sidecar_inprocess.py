@@ -269,3 +269,15 @@ def test_drain_with_nothing_in_flight_is_immediate(inproc: Any) -> None:
         left = sc.loop.run(asyncio.wait_for(sc.sidecar.drain(), 5))
         assert left == 0
         assert idle.recv(1) == b""  # idle keep-alive connections are closed at once
+
+
+def test_ejection_doubles_up_to_the_cap_and_success_resets() -> None:
+    from lane_router._sidecar._table import EndpointState
+    from lane_router._topology import Endpoint
+
+    ep = EndpointState(Endpoint("127.0.0.1", 9081))
+    periods = [ep.failed(100.0, 5.0, 60.0) for _ in range(6)]
+    assert periods == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0]
+    assert not ep.healthy(159.9) and ep.healthy(160.0)
+    ep.fails = 0  # what a successful response does
+    assert ep.failed(200.0, 5.0, 60.0) == 5.0
