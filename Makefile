@@ -25,8 +25,13 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
+# Speed is measured here, never in the tests. bench_proxy pins processes to cores and installs wrk
+# (a Debian package) when it is missing; see bench/README.md.
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/bench_propagation.py
+	$(BIN)/python bench/bench_render.py
+	$(BIN)/python bench/bench_controller.py
+	$(BIN)/python bench/bench_proxy.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
