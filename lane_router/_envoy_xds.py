@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -35,6 +33,7 @@ from lane_router._envoy import (
     route_config,
     service_names,
 )
+from lane_router._files import write_atomically
 from lane_router._topology import Topology
 
 __all__ = ["CDS_FILE", "RDS_FILE", "EnvoyXds", "XdsError", "render_envoy_xds", "write_envoy_xds"]
@@ -109,18 +108,6 @@ def _response(type_url: str, resources: Iterable[dict[str, Any]]) -> tuple[str, 
     items = [{"@type": type_url, **r} for r in resources]
     digest = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
     return json.dumps({"version_info": digest, "resources": items}, indent=1) + "\n", digest
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Envoy reloads a watched file when a new one is renamed over it, never half-written."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _current_clusters(path: Path) -> list[dict[str, Any]]:
@@ -205,15 +192,15 @@ def write_envoy_xds(
         if _file_version(path) == version:
             return
         if admin_url is None or first:
-            _write_atomically(path, text)
+            write_atomically(path, text)
             return
         previous = path.read_text(encoding="utf-8")
         refused = _subscription(admin_url, stats)[1]
-        _write_atomically(path, text)
+        write_atomically(path, text)
         try:
             _wait_for(admin_url, stats, version, refused, timeout)
         except XdsError:
-            _write_atomically(path, previous)
+            write_atomically(path, previous)
             raise
 
     new = list(xds.clusters)

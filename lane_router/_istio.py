@@ -175,14 +175,7 @@ def _canary_routes(
     """
     out: list[dict[str, Any]] = []
     if canary.matches:
-        entries = []
-        for m in canary.matches:
-            entry: dict[str, Any] = {}
-            if m.headers:
-                entry["headers"] = {name: {kind: value} for name, kind, value in m.headers}
-            if m.uri is not None:
-                entry["uri"] = {m.uri[0]: m.uri[1]}
-            entries.append(entry)
+        entries = [m.as_dict() for m in canary.matches]
         out.append(
             {
                 "name": f"canary-{canary.version}-match",

@@ -25,13 +25,13 @@ import itertools
 import json
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lane_router._files import write_atomically as _replace_file
 from lane_router._topology import Topology, TopologyError, parse_endpoint
 
 __all__ = [
@@ -393,15 +393,4 @@ def write_atomically(path: str | Path, text: str, *, expect: bytes | None = None
     target = Path(os.path.realpath(path))
     if expect is not None and target.read_bytes() != expect:
         raise RolloutError(f"{path} changed while it was being edited: run the command again")
-    mode = target.stat().st_mode & 0o7777
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _replace_file(target, text)

@@ -92,6 +92,15 @@ class ContentMatch:
     headers: tuple[tuple[str, str, str], ...] = ()
     uri: tuple[str, str] | None = None
 
+    def as_dict(self) -> dict[str, Any]:
+        """The ``lanes.yaml`` form, which is also Istio's HTTPMatchRequest form."""
+        entry: dict[str, Any] = {}
+        if self.headers:
+            entry["headers"] = {name: {kind: value} for name, kind, value in self.headers}
+        if self.uri is not None:
+            entry["uri"] = {self.uri[0]: self.uri[1]}
+        return entry
+
     def matches(self, header_values: Callable[[str], Iterable[str]], path: str) -> bool:
         if self.uri is not None and not _match_value(self.uri[0], self.uri[1], path):
             return False
@@ -339,15 +348,7 @@ class Topology:
 def _canary_to_dict(canary: Canary) -> dict[str, Any]:
     out: dict[str, Any] = {"version": canary.version, "weight": canary.weight}
     if canary.matches:
-        entries = []
-        for m in canary.matches:
-            entry: dict[str, Any] = {}
-            if m.headers:
-                entry["headers"] = {name: {kind: value} for name, kind, value in m.headers}
-            if m.uri is not None:
-                entry["uri"] = {m.uri[0]: m.uri[1]}
-            entries.append(entry)
-        out["match"] = entries
+        out["match"] = [m.as_dict() for m in canary.matches]
     return out
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
+
+from lane_router._files import write_atomically
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -137,20 +136,8 @@ def _emit(args: argparse.Namespace, text: str) -> int:
         sys.stdout.flush()
         return 0
     try:
-        _write_atomically(Path(args.output), text)
+        write_atomically(args.output, text)
     except OSError as exc:
         print(f"lanes render: cannot write {args.output}: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """A reader (kubectl, a GitOps agent) never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
