@@ -39,6 +39,7 @@ from lane_router._sidecar._http import (
 
 if TYPE_CHECKING:
     from lane_router._sidecar._server import Sidecar
+    from lane_router._sidecar._table import CanaryRoute, Route
 
 __all__ = ["ClientConnection"]
 
@@ -377,6 +378,8 @@ class ClientConnection(asyncio.Protocol):
             ex.asked = _shown(authority)
             return
         route = table.route(service, lane)
+        if route.canary is not None:  # the one check a service without a canary pays
+            route = self._canary(route.canary, route, url, authority)
         ex.service = service
         ex.lane = route.lane
         ex.route = route
@@ -404,6 +407,35 @@ class ClientConnection(asyncio.Protocol):
             parts_out.append(b"\r\n")
         ex.expect = self.expect and not ex.client_10 and not ex.client_done
         ex.head = b"".join(parts_out)
+
+    def _canary(self, canary: CanaryRoute, route: Route, url: bytes, authority: bytes) -> Route:
+        """A baseline request to a service with a canary: :meth:`Canary.takes` decides."""
+        if not canary.canary.matches:
+            return canary.route if canary.takes_by_weight() else route
+        found: dict[str, list[str]] = {}
+        needs = canary.needs
+        if needs:
+            h = self.headers
+            for i in range(0, len(h), 4):
+                name = h[i].lower()
+                if name in needs:
+                    found.setdefault(name.decode("latin-1"), []).append(
+                        h[i + 2].strip(b" \t").decode("latin-1")
+                    )
+            # Fields the parser keeps apart from the copied ones (the lane header cannot be
+            # matched: the topology forbids it; hop-by-hop fields belong to this hop only).
+            for name, values in (
+                (b"host", [authority]),
+                (b"content-length", [self.cl] if self.cl is not None else None),
+                (b"x-forwarded-for", self.xff),
+                (b"connection", self.conn_tokens),
+            ):
+                if values and name in needs:
+                    found[name.decode("ascii")] = [
+                        v.strip(b" \t").decode("latin-1") for v in values
+                    ]
+        path = url.partition(b"?")[0].decode("latin-1")
+        return canary.route if canary.takes(lambda n: found.get(n, ()), path) else route
 
     # -- ending ---------------------------------------------------------------------------
 

@@ -9,17 +9,18 @@ caches from raw header bytes to the validated lane (the rules stay in ``lanes_sd
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from random import random
 from typing import TYPE_CHECKING, Any
 
 from lane_router._sidecar._http import H_HOPS, H_LANE, REQUEST_HEADERS
-from lane_router._topology import Endpoint, Topology
+from lane_router._topology import Canary, Endpoint, Topology
 from lanes_sdk._wire import lane_from_baggage, lane_from_headers, valid_lane
 
 if TYPE_CHECKING:
     from lane_router._sidecar._upstream import UpstreamConnection
 
-__all__ = ["EndpointState", "Pool", "Route", "RouteTable", "forget_unused"]
+__all__ = ["CanaryRoute", "EndpointState", "Pool", "Route", "RouteTable", "forget_unused"]
 
 _CACHE_MAX = 4096
 
@@ -91,14 +92,52 @@ class Pool:
 
 
 class Route:
-    """Where requests of one effective lane to one service go: pools in fallback order."""
+    """Where requests of one effective lane to one service go: pools in fallback order.
 
-    __slots__ = ("lane", "pools", "service")
+    ``canary`` is set only on a service's baseline route when the service has a canary, so a
+    request to any other route pays one attribute check for canaries.
+    """
 
-    def __init__(self, service: str, lane: str, pools: tuple[Pool, ...]) -> None:
+    __slots__ = ("canary", "lane", "pools", "service")
+
+    def __init__(
+        self,
+        service: str,
+        lane: str,
+        pools: tuple[Pool, ...],
+        canary: CanaryRoute | None = None,
+    ) -> None:
         self.service = service
         self.lane = lane
         self.pools = pools
+        self.canary = canary
+
+
+class CanaryRoute:
+    """A baseline route's canary: the decision is :meth:`Canary.takes`, the core's, untouched.
+
+    ``route`` serves the canary's share: the canary version first, then the baseline's own
+    candidates (a canary without a healthy endpoint falls back to the baseline, no error).
+    ``needs`` are the header names the content matches read (empty: weight only, and the
+    request's headers are never looked at).
+    """
+
+    __slots__ = ("canary", "needs", "route", "weight")
+
+    def __init__(self, canary: Canary, route: Route) -> None:
+        self.canary = canary
+        self.weight = canary.weight
+        self.route = route
+        self.needs = frozenset(
+            name.encode("ascii") for m in canary.matches for name, _, _ in m.headers
+        )
+
+    def takes(self, header_values: Callable[[str], Iterable[str]], path: str) -> bool:
+        return self.canary.takes(header_values, path, random())
+
+    def takes_by_weight(self) -> bool:
+        """The decision when no content match can apply (no matches): the weight alone."""
+        return random() * 100 < self.weight
 
 
 class RouteTable:
@@ -147,10 +186,14 @@ class RouteTable:
                     self.endpoints[key] = state
                     states.append(state)
                 pools[lane] = Pool(sname, lane, states)
-            self.routes[sname] = {
-                lane: Route(sname, lane, tuple(pools[c] for c in res.candidates))
-                for lane, res in topology.routes[sname].items()
-            }
+            routes: dict[str, Route] = {}
+            for lane, res in topology.routes[sname].items():
+                route = Route(sname, lane, tuple(pools[c] for c in res.candidates))
+                if res.canary is not None:  # only ever the baseline's entry (the core's rule)
+                    to_canary = Route(sname, lane, (pools[res.canary.version], *route.pools))
+                    route.canary = CanaryRoute(res.canary, to_canary)
+                routes[lane] = route
+            self.routes[sname] = routes
 
     def with_hops_header(self, name: str) -> None:
         self.special[name.encode("ascii").lower()] = H_HOPS
@@ -242,6 +285,17 @@ class RouteTable:
                 "versions": versions,
                 "lanes": lanes,
             }
+            canary = topo.services[sname].canary
+            if canary is not None:
+                baseline_route = self.routes[sname][topo.baseline]
+                services[sname]["canary"] = {
+                    "version": canary.version,
+                    "weight": canary.weight,
+                    "match": _canary_matches_json(canary),
+                    "candidates": [p.lane for p in baseline_route.canary.route.pools]
+                    if baseline_route.canary is not None
+                    else [],
+                }
         return {
             "source": self.source,
             "generation": self.generation,
@@ -258,6 +312,18 @@ class RouteTable:
             },
             "services": services,
         }
+
+
+def _canary_matches_json(canary: Canary) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for m in canary.matches:
+        entry: dict[str, Any] = {}
+        if m.headers:
+            entry["headers"] = {name: {kind: value} for name, kind, value in m.headers}
+        if m.uri is not None:
+            entry["uri"] = {m.uri[0]: m.uri[1]}
+        out.append(entry)
+    return out
 
 
 def _endpoint_json(state: EndpointState, now: float) -> dict[str, Any]:
