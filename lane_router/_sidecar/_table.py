@@ -291,7 +291,7 @@ class RouteTable:
                 services[sname]["canary"] = {
                     "version": canary.version,
                     "weight": canary.weight,
-                    "match": _canary_matches_json(canary),
+                    "match": [m.as_dict() for m in canary.matches],
                     "candidates": [p.lane for p in baseline_route.canary.route.pools]
                     if baseline_route.canary is not None
                     else [],
@@ -312,18 +312,6 @@ class RouteTable:
             },
             "services": services,
         }
-
-
-def _canary_matches_json(canary: Canary) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for m in canary.matches:
-        entry: dict[str, Any] = {}
-        if m.headers:
-            entry["headers"] = {name: {kind: value} for name, kind, value in m.headers}
-        if m.uri is not None:
-            entry["uri"] = {m.uri[0]: m.uri[1]}
-        out.append(entry)
-    return out
 
 
 def _endpoint_json(state: EndpointState, now: float) -> dict[str, Any]:
