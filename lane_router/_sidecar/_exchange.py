@@ -275,9 +275,10 @@ class Exchange:
             % (status, up.reason or reason_phrase(status), b"".join(headers))
         )
         if self.is_head:
-            reusable = up.parser.should_keep_alive()
-            up.restart_parser()
-            self.response_complete(up, reusable)
+            # A response to HEAD has no body, yet some servers send one anyway (aiohttp's
+            # StreamResponse does); on a reused connection those bytes would be read as the
+            # next request's response. HEAD is rare: never reuse its connection.
+            self.response_complete(up, False)
 
     def response_complete(self, up: UpstreamConnection, reusable: bool | None = None) -> None:
         if reusable is None:

@@ -181,10 +181,6 @@ class UpstreamConnection(asyncio.Protocol):
                 ex.conn.transport.writelines(out)
         out.clear()
 
-    def restart_parser(self) -> None:
-        """After a response to HEAD: httptools cannot be told it has no body."""
-        self.parser = HttpResponseParser(self)
-
     def close(self) -> None:
         if not self.closed:
             self.closed = True
