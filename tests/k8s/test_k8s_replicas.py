@@ -152,7 +152,7 @@ def test_lanes_controller_command_serves_health_and_metrics(double, tmp_path) ->
             "--identity",
             "cli",
             "--lease-duration",
-            "3",
+            "15",  # long enough that a loaded machine never loses the lease mid-test
         ],
         stderr=subprocess.PIPE,
         text=True,
