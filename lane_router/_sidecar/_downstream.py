@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,7 @@ log = logging.getLogger("lane_router.sidecar")
 _IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 K_IDLE = 0  # waiting for a request: close quietly at the deadline
 K_HEAD = 1  # a request head is arriving: 408 at the deadline (slowloris)
+_GONE = select.POLLERR | select.POLLHUP  # reset, or closed both ways: nobody is there
 
 
 class _Reject(Exception):
@@ -462,6 +464,11 @@ class ClientConnection(asyncio.Protocol):
             self.kind = K_IDLE
 
     def tick(self, now: float) -> None:
+        if self.block_mask and not self.closed and self._peer_gone():
+            # While its reading is paused the loop does not watch the socket, so a reset
+            # would go unseen until the upstream drains (or the idle timeout, 60 s).
+            self.abort()  # connection_lost: the exchange records 499 and frees its upstream
+            return
         cur = self.cur
         if cur is not None:
             cur.tick(now)
@@ -472,6 +479,21 @@ class ClientConnection(asyncio.Protocol):
                 )
             else:
                 self.close()
+
+    def _peer_gone(self) -> bool:
+        """Whether the client's socket reports an error or a full hang-up (non-destructive)."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        try:
+            fd = sock.fileno()
+            if fd < 0:
+                return False
+            probe = select.poll()
+            probe.register(fd, 0)  # POLLERR and POLLHUP are always reported
+            return any(ev & _GONE for _, ev in probe.poll(0))
+        except (OSError, ValueError):
+            return False
 
     def close(self) -> None:
         if not self.closed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -155,7 +156,8 @@ def test_large_bodies_then_small_requests_reuse_one_upstream_connection(proxy: A
 
 
 def _reset(sock: Any) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00" * 2)
+    """Close with a reset (linger on, time 0), even with bytes still unsent."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
 
 
@@ -179,3 +181,27 @@ def test_clients_vanishing_mid_body_leave_no_errors(proxy: Any) -> None:
         assert read_response(sock)[0] == 200
     log = sc.logs()
     assert "Traceback" not in log and "Fatal error" not in log, log[-2000:]
+
+
+def test_client_resetting_while_its_reading_is_paused_is_noticed(proxy: Any) -> None:
+    """The upstream reads nothing for 60 s, so the sidecar stops reading the client's body
+    (backpressure). A client that resets then must still be seen gone, long before the
+    upstream wakes up: an event loop does not watch a socket it is not reading from."""
+    sc, _ = proxy
+    sock = connect(sc.proxy)
+    sock.sendall(
+        b"POST /upload?stall=60 HTTP/1.1\r\nHost: reviews\r\nContent-Length: 999999999\r\n\r\n"
+    )
+    sock.settimeout(2.0)
+    piece = b"z" * 65536
+    sent = 0
+    try:
+        while sent < 900_000_000:  # until every buffer on the way is full and nothing moves
+            sock.sendall(piece)
+            sent += len(piece)
+    except TimeoutError:
+        pass
+    _reset(sock)
+    wait_for(lambda: "lanes_open_connections 0" in sc.metrics(), "the reset client to be seen")
+    assert 'code="499"' in sc.metrics()
+    assert "lanes_internal_errors_total 0" in sc.metrics()
