@@ -31,6 +31,7 @@ from functools import partial
 from importlib import resources
 from typing import Any
 
+from lane_router._address import split_hostport
 from lane_router._topology import Canary, ContentMatch, Endpoint, Resolution, Topology
 
 __all__ = [
@@ -112,21 +113,12 @@ def lua_source(topology: Topology) -> str:
 
 def _socket_address(text: str, what: str) -> dict[str, Any]:
     """``host:port`` / ``[v6]:port`` with an IP literal; port 0 lets the kernel choose."""
-    if not isinstance(text, str):
-        raise ValueError(f"{what}: expected 'ip:port', got {type(text).__name__}")
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-    else:
-        host, sep, port = text.rpartition(":")
     try:
+        host, port = split_hostport(text, port_zero=True)
         ip = ipaddress.ip_address(host)
-    except ValueError:
-        ip = None
-    if not sep or ip is None or (ip.version == 6) != text.startswith("["):
-        raise ValueError(f"{what}: {text!r} is not 'ip:port' (IPv6 as '[::1]:15001')")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{what}: {text!r}: port must be 0-65535")
-    return {"socket_address": {"address": str(ip), "port_value": int(port)}}
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc} (expected 'ip:port', IPv6 as '[::1]:15001')") from None
+    return {"socket_address": {"address": str(ip), "port_value": port}}
 
 
 def _duration(seconds: float) -> str:

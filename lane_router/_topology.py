@@ -9,7 +9,6 @@ a data plane's hot path is two dict lookups.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from lane_router._address import join_hostport, split_hostport
 from lanes_sdk._wire import DEFAULT_BAGGAGE_KEY, DEFAULT_BASELINE, DEFAULT_HEADER, valid_lane
 
 __all__ = [
@@ -69,7 +69,7 @@ class Endpoint:
         return ":" in self.host
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if self.is_ipv6 else f"{self.host}:{self.port}"
+        return join_hostport(self.host, self.port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,29 +364,10 @@ def load_topology(path: str | Path) -> Topology:
 
 def parse_endpoint(text: Any) -> Endpoint:
     """``host:port``, with IPv6 in brackets (``[::1]:9081``). Raises ValueError."""
-    if not isinstance(text, str):
-        raise ValueError(f"expected 'host:port', got {type(text).__name__}")
-    if text.startswith("["):
-        close = text.find("]")
-        if close < 0 or text[close + 1 : close + 2] != ":":
-            raise ValueError(f"{text!r}: expected '[ipv6]:port'")
-        host, port_text = text[1:close], text[close + 2 :]
-        try:
-            if ipaddress.ip_address(host).version != 6:
-                raise ValueError
-        except ValueError:
-            raise ValueError(f"{text!r}: {host!r} is not an IPv6 address") from None
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep or not host:
-            raise ValueError(f"{text!r}: expected 'host:port'")
-        if ":" in host:
-            raise ValueError(f"{text!r}: an IPv6 address needs brackets, as '[::1]:9081'")
-        if _HOSTNAME_RE.fullmatch(host) is None:
-            raise ValueError(f"{text!r}: {host!r} is not a host name or address")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"{text!r}: port must be 1-65535")
-    return Endpoint(host, int(port_text))
+    host, port = split_hostport(text)
+    if ":" not in host and _HOSTNAME_RE.fullmatch(host) is None:
+        raise ValueError(f"{text!r}: {host!r} is not a host name or address")
+    return Endpoint(host, port)
 
 
 # -- validation -------------------------------------------------------------------------

@@ -59,11 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _split(addr: str) -> tuple[str, int]:
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"--metrics {addr!r}: expected HOST:PORT")
-    host = host.strip("[]")
-    return host, int(port)
+    from lane_router._address import split_hostport
+
+    try:
+        return split_hostport(addr, port_zero=True)
+    except ValueError as exc:
+        raise ValueError(f"--metrics {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aiohttp
 
+from lane_router._address import join_hostport
 from lane_router._demo._proc import Child, free_port, start_child, wait_until
 from lane_router._topology import Topology
 
@@ -29,9 +30,7 @@ _SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
 _LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
-def hostport(host: str, port: int) -> str:
-    """``host:port``, IPv6 in brackets, as the CLI, lanes.yaml and URLs all want it."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+hostport = join_hostport  # as the CLI, lanes.yaml and URLs all want it
 
 
 def parse_prometheus(text: str, name: str) -> list[tuple[dict[str, str], float]]:

@@ -5,30 +5,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from lane_router._address import join_hostport, split_hostport
+
 __all__ = ["SidecarConfig", "format_hostport", "parse_hostport"]
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[IPv6]:PORT`` (port 0 = pick a free one). Raises ValueError."""
-    text = text.strip()
-    if text.startswith("["):
-        close = text.find("]")
-        if close < 0 or text[close + 1 : close + 2] != ":":
-            raise ValueError(f"{text!r}: expected '[ipv6]:port'")
-        host, port = text[1:close], text[close + 2 :]
-    else:
-        host, sep, port = text.rpartition(":")
-        if not sep or not host:
-            raise ValueError(f"{text!r}: expected 'host:port'")
-        if ":" in host:
-            raise ValueError(f"{text!r}: an IPv6 address needs brackets, as '[::1]:15001'")
-    if not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"{text!r}: port must be 0-65535")
-    return host, int(port)
+    """A listen or admin address; port 0 lets the kernel pick. Raises ValueError."""
+    return split_hostport(text, port_zero=True)
 
 
-def format_hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+format_hostport = join_hostport
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
