@@ -115,9 +115,12 @@ def _socket_address(text: str, what: str) -> dict[str, Any]:
     """``host:port`` / ``[v6]:port`` with an IP literal; port 0 lets the kernel choose."""
     try:
         host, port = split_hostport(text, port_zero=True)
-        ip = ipaddress.ip_address(host)
     except ValueError as exc:
-        raise ValueError(f"{what}: {exc} (expected 'ip:port', IPv6 as '[::1]:15001')") from None
+        raise ValueError(f"{what}: {exc}") from None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{what}: {text!r}: {host!r} is not an IP address") from None
     return {"socket_address": {"address": str(ip), "port_value": port}}
 
 
