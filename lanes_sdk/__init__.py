@@ -6,15 +6,12 @@ public for other stacks: ``LanePropagator`` (``OTEL_PROPAGATORS=tracecontext,bag
 for message headers, ``LaneSpanProcessor``.
 """
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from lanes_sdk._aiohttp import lane_middleware
-from lanes_sdk._asgi import LaneASGIMiddleware
-from lanes_sdk._context import LaneScope, current_lane, use_lane
-from lanes_sdk._messages import extract_lane, inject_lane
-from lanes_sdk._propagator import LanePropagator
-from lanes_sdk._spans import LANE_ATTRIBUTE, LaneSpanProcessor
-from lanes_sdk._threads import LaneExecutor, wrap
+# The wire rules are pure and cheap: the sidecar and the renderers import them without paying for
+# OpenTelemetry. Everything else loads on first use (PEP 562), so `lanes_sdk._wire` costs the
+# sidecar no OpenTelemetry import, and the propagator entry point no instrumentation machinery.
 from lanes_sdk._wire import (
     DEFAULT_BAGGAGE_KEY,
     DEFAULT_BASELINE,
@@ -25,19 +22,45 @@ from lanes_sdk._wire import (
 )
 
 if TYPE_CHECKING:
+    from lanes_sdk._aiohttp import lane_middleware
+    from lanes_sdk._asgi import LaneASGIMiddleware
+    from lanes_sdk._context import LaneScope, current_lane, use_lane
     from lanes_sdk._instrument import LanesInstrumentor, instrument, uninstrument
+    from lanes_sdk._messages import extract_lane, inject_lane
+    from lanes_sdk._propagator import LanePropagator
+    from lanes_sdk._spans import LANE_ATTRIBUTE, LaneSpanProcessor
+    from lanes_sdk._threads import LaneExecutor, wrap
 
-# The instrumentation machinery costs ~50 ms to import; the propagator entry point (loaded by
-# every process with OTEL_PROPAGATORS=...,lane) must not pay for it.
-_LAZY = {"LanesInstrumentor", "instrument", "uninstrument"}
+_LAZY = {
+    "lane_middleware": "_aiohttp",
+    "LaneASGIMiddleware": "_asgi",
+    "LaneScope": "_context",
+    "current_lane": "_context",
+    "use_lane": "_context",
+    "LanesInstrumentor": "_instrument",
+    "instrument": "_instrument",
+    "uninstrument": "_instrument",
+    "extract_lane": "_messages",
+    "inject_lane": "_messages",
+    "LanePropagator": "_propagator",
+    "LANE_ATTRIBUTE": "_spans",
+    "LaneSpanProcessor": "_spans",
+    "LaneExecutor": "_threads",
+    "wrap": "_threads",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from lanes_sdk import _instrument
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lanes_sdk' has no attribute {name!r}")
+    value = getattr(import_module(f"lanes_sdk.{module}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
 
-        return getattr(_instrument, name)
-    raise AttributeError(f"module 'lanes_sdk' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 __all__ = [
