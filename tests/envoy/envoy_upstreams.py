@@ -18,7 +18,8 @@ __all__ = ["Fleet"]
 
 
 class Fleet:
-    """Upstream servers, one per (service, lane, index). Close with :meth:`close`."""
+    """Upstream servers, one per (service, lane, index). Close with :meth:`close`, or use
+    ``with Fleet() as fleet:``."""
 
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -101,6 +102,12 @@ class Fleet:
         runner = self._runners.pop((service, lane, index))
         fut = asyncio.run_coroutine_threadsafe(runner.cleanup(), self._loop)
         await asyncio.wrap_future(fut)
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         for key in list(self._runners):

@@ -58,11 +58,8 @@ CANARY_VERSION = "next"
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Fleet]:
-    fleet = Fleet()
-    try:
+    with Fleet() as fleet:
         yield fleet
-    finally:
-        fleet.close()
 
 
 @pytest.fixture(scope="module")

@@ -71,11 +71,8 @@ class Load:
 
 @pytest.fixture
 def fleet() -> Iterator[Fleet]:
-    fleet = Fleet()
-    try:
+    with Fleet() as fleet:
         yield fleet
-    finally:
-        fleet.close()
 
 
 @pytest.mark.parametrize("outcome", ["promote", "abort"])

@@ -86,11 +86,8 @@ class Load:
 
 @pytest.fixture
 def fleet() -> Iterator[Fleet]:
-    fleet = Fleet()
-    try:
+    with Fleet() as fleet:
         yield fleet
-    finally:
-        fleet.close()
 
 
 @pytest.mark.parametrize("health_check_interval", [None, 0.5], ids=["passive", "active-hc"])

@@ -34,11 +34,8 @@ pytestmark = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopba
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Fleet]:
-    fleet = Fleet()
-    try:
+    with Fleet() as fleet:
         yield fleet
-    finally:
-        fleet.close()
 
 
 @pytest.fixture(scope="module")

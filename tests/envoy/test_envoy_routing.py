@@ -45,11 +45,8 @@ NAMESPACES = {"ratings": "ratings-ns"}  # the rest live in the topology's namesp
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Fleet]:
-    fleet = Fleet()
-    try:
+    with Fleet() as fleet:
         yield fleet
-    finally:
-        fleet.close()
 
 
 @pytest.fixture(scope="module")

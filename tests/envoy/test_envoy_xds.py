@@ -23,11 +23,8 @@ from lane_router._envoy_xds import (
 
 @pytest.fixture
 def fleet() -> Iterator[Fleet]:
-    fleet = Fleet()
-    try:
+    with Fleet() as fleet:
         yield fleet
-    finally:
-        fleet.close()
 
 
 async def test_a_refused_step_raises_restores_the_file_and_keeps_serving(

@@ -17,11 +17,8 @@ from lane_router.cli import main
 
 @pytest.fixture
 def fleet() -> Iterator[Fleet]:
-    fleet = Fleet()
-    try:
+    with Fleet() as fleet:
         yield fleet
-    finally:
-        fleet.close()
 
 
 def _write(path: Path, base: str, nxt: str, weight: int) -> None:
