@@ -2,11 +2,11 @@
 
 Usage::
 
-    from envoyproc import running_envoy, validate_bootstrap
+    from envoyproc import running_envoy
 
     bootstrap = render_envoy(topo, listen="127.0.0.1:0", admin="127.0.0.1:0")
-    validate_bootstrap(bootstrap)                      # `envoy --mode validate`, raises EnvoyError
-    with running_envoy(bootstrap, workdir=tmp_path) as proxy:
+    # `envoy --mode validate` first (raises EnvoyError with Envoy's reason), then run it
+    with running_envoy(bootstrap, workdir=tmp_path, validate=True) as proxy:
         url = proxy.url("/")                           # the first listener, kernel-chosen port
         ...
 
@@ -279,9 +279,16 @@ def running_envoy(
     bootstrap: Mapping[str, Any] | str | Path,
     *,
     workdir: Path,
+    validate: bool = False,
     **options: Any,
 ) -> Iterator[EnvoyProcess]:
-    """:func:`start_envoy` as a context manager that always stops the process."""
+    """:func:`start_envoy` as a context manager that always stops the process.
+
+    ``validate``: run ``envoy --mode validate`` on the bootstrap first, so a config Envoy refuses
+    fails with Envoy's own reason instead of as a start-up timeout.
+    """
+    if validate:
+        validate_bootstrap(bootstrap, workdir=workdir)
     envoy = start_envoy(bootstrap, workdir=workdir, **options)
     try:
         yield envoy

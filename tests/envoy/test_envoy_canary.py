@@ -78,8 +78,7 @@ def topo(fleet: Fleet) -> Topology:
 def envoy(topo: Topology, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvoyProcess]:
     bootstrap = render_envoy(topo, listen="127.0.0.1:0", admin="127.0.0.1:0")
     workdir = tmp_path_factory.mktemp("envoy-canary")
-    validate_bootstrap(bootstrap, workdir=workdir)
-    with running_envoy(bootstrap, workdir=workdir) as proxy:
+    with running_envoy(bootstrap, workdir=workdir, validate=True) as proxy:
         yield proxy
 
 

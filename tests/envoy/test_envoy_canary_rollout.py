@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from envoy_upstreams import Fleet
-from envoyproc import EnvoyProcess, running_envoy, validate_bootstrap
+from envoyproc import EnvoyProcess, running_envoy
 
 from lane_router import Topology
 from lane_router._envoy_xds import CDS_FILE, render_envoy_xds, write_envoy_xds
@@ -116,8 +116,7 @@ async def test_rollout_under_load_fails_no_request(
     first = render_envoy_xds(states[0], **options)
     write_envoy_xds(first, xds_dir)
     workdir = tmp_path_factory.mktemp("envoy-rollout")
-    validate_bootstrap(first.bootstrap, workdir=workdir)
-    with running_envoy(first.bootstrap, workdir=workdir) as proxy:
+    with running_envoy(first.bootstrap, workdir=workdir, validate=True) as proxy:
         load = Load(proxy.url("/orders"))
         async with aiohttp.ClientSession() as session:
             tasks = [

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 from envoy_upstreams import Fleet
-from envoyproc import EnvoyProcess, running_envoy, validate_bootstrap
+from envoyproc import EnvoyProcess, running_envoy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,8 +45,7 @@ def topo(fleet: Fleet) -> Topology:
 def envoy(topo: Topology, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvoyProcess]:
     bootstrap = render_envoy(topo, listen="127.0.0.1:0", admin="127.0.0.1:0")
     workdir = tmp_path_factory.mktemp("envoy-property")
-    validate_bootstrap(bootstrap, workdir=workdir)
-    with running_envoy(bootstrap, workdir=workdir) as proxy:
+    with running_envoy(bootstrap, workdir=workdir, validate=True) as proxy:
         yield proxy
 
 

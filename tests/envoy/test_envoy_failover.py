@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 from envoy_upstreams import Fleet
-from envoyproc import EnvoyProcess, running_envoy, validate_bootstrap
+from envoyproc import EnvoyProcess, running_envoy
 
 from lane_router import Topology
 from lane_router._envoy import cluster_name, render_envoy
@@ -116,8 +116,7 @@ async def test_stopped_versions_fail_over_with_zero_errors(
         health_check_interval=health_check_interval,
     )
     workdir = tmp_path_factory.mktemp("envoy-failover")
-    validate_bootstrap(bootstrap, workdir=workdir)
-    with running_envoy(bootstrap, workdir=workdir) as proxy:
+    with running_envoy(bootstrap, workdir=workdir, validate=True) as proxy:
         await _run_scenario(fleet, proxy, active_checks=health_check_interval is not None)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 from envoy_upstreams import Fleet
-from envoyproc import EnvoyProcess, running_envoy, validate_bootstrap
+from envoyproc import EnvoyProcess, running_envoy
 
 from lane_router import Topology
 from lane_router._envoy import render_envoy
@@ -59,8 +59,7 @@ def envoy(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[En
     assert topo.services["search"].versions["feature-a"][0].is_ipv6
     bootstrap = render_envoy(topo, listen="[::1]:0", admin="[::1]:0")
     workdir = tmp_path_factory.mktemp("envoy-ipv6")
-    validate_bootstrap(bootstrap, workdir=workdir)
-    with running_envoy(bootstrap, workdir=workdir) as proxy:
+    with running_envoy(bootstrap, workdir=workdir, validate=True) as proxy:
         yield proxy
 
 

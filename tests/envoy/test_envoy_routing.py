@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 from envoy_upstreams import Fleet
-from envoyproc import EnvoyProcess, running_envoy, validate_bootstrap
+from envoyproc import EnvoyProcess, running_envoy
 from multidict import CIMultiDict
 
 from lane_router import Topology
@@ -67,8 +67,7 @@ def topo(fleet: Fleet) -> Topology:
 def envoy(topo: Topology, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvoyProcess]:
     bootstrap = render_envoy(topo, listen="127.0.0.1:0", admin="127.0.0.1:0")
     workdir = tmp_path_factory.mktemp("envoy-routing")
-    validate_bootstrap(bootstrap, workdir=workdir)
-    with running_envoy(bootstrap, workdir=workdir) as proxy:
+    with running_envoy(bootstrap, workdir=workdir, validate=True) as proxy:
         yield proxy
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from canary_corpus import canary_requests, predict, topology
-from envoyproc import EnvoyProcess, running_envoy, validate_bootstrap
+from envoyproc import EnvoyProcess, running_envoy
 from test_routing_istio_envoy import _bootstrap, _send
 
 TOPO = topology()
@@ -20,8 +20,7 @@ TOPO = topology()
 def envoy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvoyProcess]:
     bootstrap = _bootstrap(TOPO)
     workdir = tmp_path_factory.mktemp("istio-canary-envoy")
-    validate_bootstrap(bootstrap, workdir=workdir)
-    with running_envoy(bootstrap, workdir=workdir) as proxy:
+    with running_envoy(bootstrap, workdir=workdir, validate=True) as proxy:
         yield proxy
 
 

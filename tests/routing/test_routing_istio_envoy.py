@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from envoyproc import EnvoyProcess, running_envoy, validate_bootstrap
+from envoyproc import EnvoyProcess, running_envoy
 from routing_corpus import predict, requests, topology
 
 from lane_router import Topology
@@ -132,8 +132,7 @@ def _bootstrap(topo: Topology = TOPO) -> dict[str, Any]:
 def envoy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvoyProcess]:
     bootstrap = _bootstrap()
     workdir = tmp_path_factory.mktemp("istio-envoy")
-    validate_bootstrap(bootstrap, workdir=workdir)
-    with running_envoy(bootstrap, workdir=workdir) as proxy:
+    with running_envoy(bootstrap, workdir=workdir, validate=True) as proxy:
         yield proxy
 
 
