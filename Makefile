@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean venv
+.PHONY: demo test lint bench clean venv system-deps
 
 venv: $(STAMP)
 
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $(STAMP)
+
+# Debian packages some tests need (browser, Prometheus, kubectl...): .ci/apt-packages.txt, as root.
+system-deps:
+	bash .ci/system-deps
 
 demo: $(STAMP)
 	$(BIN)/lanes demo
