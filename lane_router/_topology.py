@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from lane_router._address import join_hostport, split_hostport
-from lanes_sdk._wire import DEFAULT_BAGGAGE_KEY, DEFAULT_BASELINE, DEFAULT_HEADER, valid_lane
+from lanes_sdk.wire import DEFAULT_BAGGAGE_KEY, DEFAULT_BASELINE, DEFAULT_HEADER, valid_lane
 
 __all__ = [
     "MATCH_KINDS",

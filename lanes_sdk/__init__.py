@@ -10,9 +10,9 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 # The wire rules are pure and cheap: the sidecar and the renderers import them without paying for
-# OpenTelemetry. Everything else loads on first use (PEP 562), so `lanes_sdk._wire` costs the
+# OpenTelemetry. Everything else loads on first use (PEP 562), so `lanes_sdk.wire` costs the
 # sidecar no OpenTelemetry import, and the propagator entry point no instrumentation machinery.
-from lanes_sdk._wire import (
+from lanes_sdk.wire import (
     DEFAULT_BAGGAGE_KEY,
     DEFAULT_BASELINE,
     DEFAULT_HEADER,

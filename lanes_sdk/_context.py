@@ -17,7 +17,7 @@ try:  # where baggage lives in a Context; private, so every use has a public-API
 except ImportError:  # pragma: no cover - depends on the OpenTelemetry release
     _BAGGAGE_KEY = None
 
-from lanes_sdk._wire import MAX_LANE_LENGTH, baggage_key_from_env, header_from_env, valid_lane
+from lanes_sdk.wire import MAX_LANE_LENGTH, baggage_key_from_env, header_from_env, valid_lane
 
 __all__ = [
     "BAGGAGE_KEY",

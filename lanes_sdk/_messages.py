@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from lanes_sdk._context import BAGGAGE_KEY, HEADER, current_lane
 from lanes_sdk._propagator import BAGGAGE_HEADER
-from lanes_sdk._wire import lane_from_headers, valid_lane
+from lanes_sdk.wire import lane_from_headers, valid_lane
 
 __all__ = ["extract_lane", "inject_lane"]
 

@@ -23,7 +23,7 @@ from opentelemetry.propagators.textmap import (
 )
 
 from lanes_sdk._context import baggage_members, checked_lane, lane_of, with_lane
-from lanes_sdk._wire import baggage_key_from_env, header_from_env, lane_from_baggage
+from lanes_sdk.wire import baggage_key_from_env, header_from_env, lane_from_baggage
 
 __all__ = ["BAGGAGE_HEADER", "LanePropagator"]
 
@@ -103,7 +103,7 @@ class LanePropagator(TextMapPropagator):
         return with_lane(lane, context, key=self._key)
 
     def _lane_in(self, carrier: CarrierT, getter: Getter[CarrierT]) -> str | None:
-        """design.md's extract order, as ``_wire.lane_from_headers``, reading the baggage
+        """design.md's extract order, as ``lanes_sdk.wire.lane_from_headers``, reading the baggage
         only when the routing header holds no valid lane."""
         values = _read(carrier, getter, self._header)
         if values:

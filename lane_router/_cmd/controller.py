@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from lane_router._controller._controller import Controller, ControllerOptions
     from lane_router._controller._kube import Kube
     from lane_router._controller._metrics import Metrics, MetricsServer
-    from lanes_sdk._wire import DEFAULT_BASELINE, baggage_key_from_env, header_from_env
+    from lanes_sdk.wire import DEFAULT_BASELINE, baggage_key_from_env, header_from_env
 
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

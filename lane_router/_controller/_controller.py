@@ -37,7 +37,7 @@ from lane_router._controller._metrics import Metrics
 from lane_router._controller._model import NamespaceModel, build_namespace, pod_labels
 from lane_router._controller._plan import HostPlan, host_keys, is_ours, plan_host
 from lane_router._controller._status import canary_status, lane_status, status_patch
-from lanes_sdk._wire import DEFAULT_BAGGAGE_KEY, DEFAULT_BASELINE, DEFAULT_HEADER
+from lanes_sdk.wire import DEFAULT_BAGGAGE_KEY, DEFAULT_BASELINE, DEFAULT_HEADER
 
 __all__ = ["Controller", "ControllerOptions"]
 

@@ -28,7 +28,7 @@ from lane_router._demo._predict import CallGraph, Hop, entry_lane, hops_of, pred
 from lane_router._demo._proc import Child, reserve_port, start_child
 from lane_router._files import write_atomically
 from lane_router._topology import Endpoint, Lane, Service, Topology
-from lanes_sdk._wire import DEFAULT_BASELINE
+from lanes_sdk.wire import DEFAULT_BASELINE
 
 __all__ = ["Blueprint", "Mesh", "Observed", "Version"]
 

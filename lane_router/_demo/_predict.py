@@ -1,7 +1,7 @@
 """What the routing core says a request must see, hop by hop.
 
 Every expectation of the harness and of ``lanes demo`` comes from here, and this module decides
-nothing itself: the entry lane is the wire rule (``lanes_sdk._wire``) and each hop is
+nothing itself: the entry lane is the wire rule (``lanes_sdk.wire``) and each hop is
 ``Topology.resolve``. A hop is ``(service, serving lane or None, status)``.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from lane_router._topology import Topology
-from lanes_sdk._wire import lane_from_headers
+from lanes_sdk.wire import lane_from_headers
 
 __all__ = ["CallGraph", "Hop", "entry_lane", "hops_of", "predict_path", "predict_reload_paths"]
 

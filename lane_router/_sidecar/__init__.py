@@ -2,7 +2,7 @@
 
 ``serve(config)`` runs it until SIGTERM (then drains); ``run(config)`` wraps that in a uvloop
 event loop and returns the exit status. The routing decision is the routing core's
-(:attr:`lane_router.Topology.routes`); the lane is read with ``lanes_sdk._wire``.
+(:attr:`lane_router.Topology.routes`); the lane is read with ``lanes_sdk.wire``.
 """
 
 from __future__ import annotations

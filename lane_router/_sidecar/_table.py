@@ -3,7 +3,7 @@
 Built once per topology load. The decision itself (which lanes serve a service, in which order)
 is :attr:`Topology.routes`, untouched; this module only adds what a data path needs on top of
 it: Host names, endpoint round robin, passive health, idle upstream connections, and bounded
-caches from raw header bytes to the validated lane (the rules stay in ``lanes_sdk._wire``).
+caches from raw header bytes to the validated lane (the rules stay in ``lanes_sdk.wire``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from lane_router._sidecar._http import H_HOPS, H_LANE, REQUEST_HEADERS
 from lane_router._topology import Canary, Endpoint, Topology
-from lanes_sdk._wire import lane_from_baggage, lane_from_headers, valid_lane
+from lanes_sdk.wire import lane_from_baggage, lane_from_headers, valid_lane
 
 if TYPE_CHECKING:
     from lane_router._sidecar._upstream import UpstreamConnection

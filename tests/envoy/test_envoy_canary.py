@@ -24,7 +24,7 @@ from multidict import CIMultiDict
 
 from lane_router import Topology
 from lane_router._envoy import cluster_name, render_envoy
-from lanes_sdk._wire import lane_from_headers
+from lanes_sdk.wire import lane_from_headers
 
 # feature-b falls back to feature-a; feature-c and idle deploy nothing here (baseline serves
 # them: a fallback to the baseline version that must still never reach a canary); hotfix is

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from lane_router import Topology
 from lane_router._envoy import render_envoy
-from lanes_sdk._wire import lane_from_headers
+from lanes_sdk.wire import lane_from_headers
 
 LANES = ("a", "ab", "feature-a", "feature-b")
 

@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 
 from lane_router import Topology
 from lane_router._envoy import render_envoy
-from lanes_sdk._wire import lane_from_headers
+from lanes_sdk.wire import lane_from_headers
 
 # lane -> fallback; hotfix is strict, hotfix-ui falls back into it (so stops there too).
 LANES = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 from routing_corpus import requests as lane_requests
 
 from lane_router import Topology
-from lanes_sdk._wire import lane_from_headers
+from lanes_sdk.wire import lane_from_headers
 
 __all__ = ["CANARY_YAML", "PATHS", "canary_requests", "predict", "topology"]
 

@@ -12,7 +12,7 @@ order them): one request carrying two *different valid* lanes in the same carrie
 from __future__ import annotations
 
 from lane_router import Resolution, Topology
-from lanes_sdk._wire import lane_from_headers
+from lanes_sdk.wire import lane_from_headers
 
 __all__ = ["TOPOLOGY_YAML", "predict", "requests", "topology"]
 

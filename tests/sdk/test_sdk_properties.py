@@ -183,7 +183,7 @@ def test_baggage_scan_matches_the_obvious_rule(lines):
 @SETTINGS
 @given(carriers)
 def test_propagator_extract_is_the_wire_rule(carrier):
-    """One semantics: the propagator finds exactly what ``_wire.lane_from_headers`` finds (the
-    function the sidecar routes with)."""
+    """One semantics: the propagator finds exactly what ``lanes_sdk.wire.lane_from_headers`` finds
+    (the function the sidecar routes with)."""
     want = lane_from_headers(carrier.get("x-lane", []), carrier.get("baggage", []))
     assert current_lane(LANE.extract(carrier, Context())) == want

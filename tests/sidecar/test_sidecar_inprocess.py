@@ -21,7 +21,7 @@ from lane_router._sidecar import Sidecar, SidecarConfig, parse_hostport
 from lane_router._sidecar._http import drop_connection_named, error_response
 from lane_router._sidecar._metrics import Metrics
 from lane_router._sidecar._table import RouteTable
-from lanes_sdk._wire import lane_from_headers
+from lanes_sdk.wire import lane_from_headers
 
 TOPO = topology(
     reviews={"baseline": ["127.0.0.1:9081"], "feature-a": ["127.0.0.1:9082"]},

@@ -1,4 +1,5 @@
-"""The lane key on the wire: names, validation and the baggage scan shared by every data plane.
+"""The lane key on the wire (public: ``lanes_sdk.wire``): names, validation and the baggage scan
+shared by every data plane.
 
 Everything here is pure and never raises on input from the network: a value that is not a
 valid lane is *no lane*. The sidecar, the propagator and the renderers' tests all read the
