@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from envoyproc import running_envoy
 
-from lane_router import Topology
-from lane_router._envoy import render_envoy
+from lane_router import topology_from_dict
+from lane_router.render.envoy import render_envoy
 
 SHAPES = {
     "x-lane": {"x-lane": "feature-a"},
@@ -76,7 +76,7 @@ async def main() -> None:
     args = parser.parse_args()
 
     runner, port = await _upstream()
-    topo = Topology.from_dict(
+    topo = topology_from_dict(
         {
             "lanes": {"feature-a": {}},
             "services": {

@@ -5,7 +5,7 @@ Usage::
     .venv/bin/python bench/bench_proxy.py [--duration 5] [--repeats 3] [--json out.json]
 
 The proxy under test is pinned to core 0 (``taskset -c 0``); wrk and the upstream to core 1.
-Envoy 1.40 runs with ``--concurrency 1`` from ``lane_router._envoy.render_envoy`` (its lane Lua
+Envoy 1.40 runs with ``--concurrency 1`` from ``lane_router.render_envoy`` (its lane Lua
 filter included); the sidecar runs as ``lanes sidecar`` with every feature on (timeouts, limits,
 metrics, passive health, hop counter). Both route ``Host: reviews`` + ``x-lane: feature-a`` to the
 feature-a version. The upstream is a minimal uvloop + httptools server, so that it is not the
@@ -209,7 +209,7 @@ def main() -> int:
     ensure_wrk()
     import yaml
 
-    from lane_router import Topology
+    from lane_router import topology_from_dict
 
     work = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     procs: list[Any] = []
@@ -244,9 +244,9 @@ def main() -> int:
         if not args.no_envoy:
             from envoyproc import start_envoy
 
-            from lane_router._envoy import render_envoy
+            from lane_router import render_envoy
 
-            boot = render_envoy(Topology.from_dict(topo), listen="127.0.0.1:0", admin="127.0.0.1:0")
+            boot = render_envoy(topology_from_dict(topo), listen="127.0.0.1:0", admin="127.0.0.1:0")
             envoy = start_envoy(boot, workdir=work, concurrency=1)
             subprocess.run(
                 ["taskset", "-a", "-p", "-c", PROXY_CORE, str(envoy.pid)],

@@ -16,8 +16,7 @@ import argparse
 import random
 import time
 
-from lane_router import Lane, Service, Topology
-from lane_router._render import dump_yaml, render
+from lane_router import Lane, Service, Topology, dump_yaml, render
 
 
 def build(n_services: int, n_lanes: int, *, seed: int = 7) -> Topology:

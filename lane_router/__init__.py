@@ -1,5 +1,24 @@
-"""lane_router: one lane routing semantics for Istio, Envoy, Gateway API and the sidecar."""
+"""lane_router: one lane routing semantics for Istio, Envoy, Gateway API and the sidecar.
 
+The public API: the model (:class:`Topology` and its parts), the ``lanes.yaml`` loader, and the
+renderers (also as :mod:`lane_router.render`). The renderers load on first use, so a data plane
+that only needs the model (the sidecar) never imports them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from lane_router._document import (
+    canary_to_dict,
+    load_topology,
+    loads_topology,
+    parse_canary,
+    parse_endpoint,
+    topology_from_dict,
+    topology_to_dict,
+)
 from lane_router._topology import (
     Canary,
     ContentMatch,
@@ -9,11 +28,22 @@ from lane_router._topology import (
     Service,
     Topology,
     TopologyError,
-    load_topology,
-    parse_endpoint,
 )
 
+if TYPE_CHECKING:
+    from lane_router.render import (
+        FORMATS,
+        dump_yaml,
+        render,
+        render_envoy,
+        render_envoy_xds,
+        render_gateway_api,
+        render_istio,
+        write_envoy_xds,
+    )
+
 __all__ = [
+    "FORMATS",
     "Canary",
     "ContentMatch",
     "Endpoint",
@@ -22,6 +52,40 @@ __all__ = [
     "Service",
     "Topology",
     "TopologyError",
+    "canary_to_dict",
+    "dump_yaml",
     "load_topology",
+    "loads_topology",
+    "parse_canary",
     "parse_endpoint",
+    "render",
+    "render_envoy",
+    "render_envoy_xds",
+    "render_gateway_api",
+    "render_istio",
+    "topology_from_dict",
+    "topology_to_dict",
+    "write_envoy_xds",
 ]
+
+_FROM_RENDER = frozenset(
+    {
+        "FORMATS",
+        "dump_yaml",
+        "render",
+        "render_envoy",
+        "render_envoy_xds",
+        "render_gateway_api",
+        "render_istio",
+        "write_envoy_xds",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    """The render functions, imported on first use (PEP 562)."""
+    if name in _FROM_RENDER:
+        value = getattr(importlib.import_module("lane_router.render"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lane_router' has no attribute {name!r}")

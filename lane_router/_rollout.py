@@ -5,7 +5,7 @@ ordering and quoting they chose; a re-dump would lose all of it and turn a one-n
 into a whole-file diff. Each step finds the YAML nodes with ``yaml.compose`` (which keeps every
 node's character span), splices new text at those spans, and then proves the result: the edited
 text must load as a valid topology *equal* to the old topology with only the intended change
-(computed independently on the model's ``to_dict``). Anything else (anchors shared with other
+(computed independently with ``topology_to_dict``). Anything else (anchors shared with other
 keys, exotic layouts) is refused, never written.
 
     step(text, service, action, ...) -> (new_text, summary)
@@ -31,8 +31,14 @@ from typing import Any
 
 import yaml
 
+from lane_router._document import (
+    loads_topology,
+    parse_endpoint,
+    topology_from_dict,
+    topology_to_dict,
+)
 from lane_router._files import write_atomically as _replace_file
-from lane_router._topology import Topology, TopologyError, parse_endpoint
+from lane_router._topology import Topology, TopologyError
 
 __all__ = [
     "ACTIONS",
@@ -67,7 +73,7 @@ def step(
     """The edited text and a one-line summary. Raises RolloutError or TopologyError."""
     if action not in ACTIONS:
         raise RolloutError(f"unknown action {action!r}")
-    old = Topology.loads(text, source=source)
+    old = loads_topology(text, source=source)
     svc = old.services.get(service)
     if svc is None:
         known = ", ".join(old.services) or "none"
@@ -104,17 +110,17 @@ def step(
                 f"the {old.baseline} without any"
             )
     expected = _expected(old, service, action, weight, version, endpoints, matches)
-    want = Topology.from_dict(expected, source=source)  # bad input fails here, naming the key
+    want = topology_from_dict(expected, source=source)  # bad input fails here, naming the key
     doc = yaml.compose(text, Loader=yaml.SafeLoader)
     edits = _edits(text, doc, old, service, action, weight, version, endpoints, matches)
     new_text = _apply(text, edits)
     try:
-        got = Topology.loads(new_text, source=source)
+        got = loads_topology(new_text, source=source)
     except TopologyError as exc:
         raise RolloutError(
             f"cannot edit this file safely (the edit would not load: {exc})"
         ) from None
-    if got.to_dict() != want.to_dict():
+    if topology_to_dict(got) != topology_to_dict(want):
         raise RolloutError(
             "cannot edit this file safely (anchors, aliases or an unusual layout): edit it by hand"
         )
@@ -130,7 +136,7 @@ def _expected(
     endpoints: Sequence[str],
     matches: Sequence[dict[str, Any]],
 ) -> dict[str, Any]:
-    doc = copy.deepcopy(old.to_dict())
+    doc = copy.deepcopy(topology_to_dict(old))
     entry = doc["services"][service]
     versions = entry["versions"]
     canary = entry.get("canary")

@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_BAGGAGE_KEY",
     "DEFAULT_BASELINE",
     "DEFAULT_HEADER",
+    "LANE_PATTERN",
     "MAX_LANE_LENGTH",
     "baggage_key_from_env",
     "header_from_env",
@@ -30,8 +31,10 @@ DEFAULT_BAGGAGE_KEY = "lane"
 DEFAULT_BASELINE = "baseline"
 MAX_LANE_LENGTH = 63
 
-# RFC 1123 DNS label. Built once; fullmatch on a <= 63 char string is a few hundred ns.
-_LANE_RE = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+# A lane is an RFC 1123 DNS label: the one definition of that pattern (the router's renderers
+# and checks use it too). Built once; fullmatch on a <= 63 char string is a few hundred ns.
+LANE_PATTERN = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+_LANE_RE = re.compile(LANE_PATTERN)
 _OWS = " \t"
 _MISS = object()
 

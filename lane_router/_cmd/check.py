@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lane_router._topology import TopologyError, load_topology
+    from lane_router import TopologyError, load_topology
 
     try:
         topology = load_topology(args.file)

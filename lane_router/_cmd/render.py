@@ -98,8 +98,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lane_router._render import dump_yaml, render
-    from lane_router._topology import TopologyError, load_topology
+    from lane_router import TopologyError, load_topology
+    from lane_router.render import dump_yaml, render
 
     try:
         topology = load_topology(args.file)
@@ -118,8 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _render_xds(args: argparse.Namespace, topology: Any, options: dict[str, Any]) -> int:
-    from lane_router._envoy_xds import XdsError, render_envoy_xds, write_envoy_xds
-    from lane_router._render import dump_yaml
+    from lane_router.render import XdsError, dump_yaml, render_envoy_xds, write_envoy_xds
 
     xds = render_envoy_xds(topology, xds_dir=args.xds_dir, **options)
     try:

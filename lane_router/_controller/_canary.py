@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lane_router._topology import Canary, Service, Topology, TopologyError, _parse_canary
+from lane_router._document import parse_canary
+from lane_router._topology import Canary, Service, Topology, TopologyError
 
 __all__ = [
     "DUPLICATE",
@@ -89,7 +90,7 @@ def pick_canaries(
 
         if not isinstance(service, str) or not service:
             fault("spec.service", "must name a Service of this namespace")
-        canary = _parse_canary(
+        canary = parse_canary(
             {k: spec[k] for k in ("version", "weight", "match") if k in spec}, "spec", fault
         )
         svc, ver = str(service or ""), str(version or "")

@@ -37,6 +37,7 @@ from lane_router._controller._metrics import Metrics
 from lane_router._controller._model import NamespaceModel, build_namespace, pod_labels
 from lane_router._controller._plan import HostPlan, host_keys, is_ours, plan_host
 from lane_router._controller._status import canary_status, lane_status, status_patch
+from lane_router.render import MANAGED_BY_SELECTOR
 from lanes_sdk.wire import DEFAULT_BAGGAGE_KEY, DEFAULT_BASELINE, DEFAULT_HEADER
 
 __all__ = ["Controller", "ControllerOptions"]
@@ -433,8 +434,7 @@ class Controller:
                 },
                 "reason": "ManagedByOther",
                 "message": (
-                    f"traffic-lanes leaves host {host} alone: {c} lacks "
-                    "app.kubernetes.io/managed-by=traffic-lanes"
+                    f"traffic-lanes leaves host {host} alone: {c} lacks {MANAGED_BY_SELECTOR}"
                 ),
                 "type": "Warning",
                 "source": {"component": "traffic-lanes"},

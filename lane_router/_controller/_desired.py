@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from lane_router._istio import render_istio_host
 from lane_router._topology import Topology
+from lane_router.render.istio import render_istio_host
 
 __all__ = ["desired_host"]
 

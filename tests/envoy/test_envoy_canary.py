@@ -22,8 +22,8 @@ from envoy_upstreams import Fleet
 from envoyproc import EnvoyProcess, running_envoy, validate_bootstrap
 from multidict import CIMultiDict
 
-from lane_router import Topology
-from lane_router._envoy import cluster_name, render_envoy
+from lane_router import Topology, topology_from_dict, topology_to_dict
+from lane_router.render.envoy import cluster_name, render_envoy
 from lanes_sdk.wire import lane_from_headers
 
 # feature-b falls back to feature-a; feature-c and idle deploy nothing here (baseline serves
@@ -71,7 +71,7 @@ def topo(fleet: Fleet) -> Topology:
         if matches:
             canary["match"] = matches
         services[svc] = {"port": 9080, "versions": versions, "canary": canary}
-    return Topology.from_dict({"namespace": "shop", "lanes": LANES, "services": services})
+    return topology_from_dict({"namespace": "shop", "lanes": LANES, "services": services})
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +222,7 @@ async def test_a_canary_without_healthy_endpoints_falls_back_to_the_baseline(
     # The canary's version is gone (crashed rollout): its requests are served by the baseline.
     gone = fleet.start("orders", CANARY_VERSION)
     fleet.stop("orders", CANARY_VERSION)
-    topo = Topology.from_dict(
+    topo = topology_from_dict(
         {
             "services": {
                 "orders": {
@@ -270,7 +270,7 @@ def test_rendered_order_lanes_then_matches_then_the_weighted_default(tmp_path) -
             {"uri": {"regex": "/i/[0-9]+"}},
         ],
     }
-    bootstrap = render_envoy(Topology.from_dict(_doc(canary)))
+    bootstrap = render_envoy(topology_from_dict(_doc(canary)))
     validate_bootstrap(bootstrap, workdir=tmp_path)
     routes = _routes(bootstrap, "s")
     # Every declared lane first (idle too, though the baseline serves it: a canary never takes
@@ -310,14 +310,14 @@ def test_rendered_order_lanes_then_matches_then_the_weighted_default(tmp_path) -
         "x-b": {"prefix": "p"},
         "x-a": {"regex": "r.*"},
     }
-    assert json.dumps(render_envoy(Topology.from_dict(again))) == json.dumps(bootstrap)
+    assert json.dumps(render_envoy(topology_from_dict(again))) == json.dumps(bootstrap)
 
 
 def test_weights_0_and_100_and_no_canary() -> None:
-    plain = _routes(render_envoy(Topology.from_dict(_doc(None))), "s")
-    idle = _routes(render_envoy(Topology.from_dict(_doc({"version": "v2", "weight": 0}))), "s")
+    plain = _routes(render_envoy(topology_from_dict(_doc(None))), "s")
+    idle = _routes(render_envoy(topology_from_dict(_doc({"version": "v2", "weight": 0}))), "s")
     assert idle == plain  # a canary that takes nothing changes no route
-    full = _routes(render_envoy(Topology.from_dict(_doc({"version": "v2", "weight": 100}))), "s")
+    full = _routes(render_envoy(topology_from_dict(_doc({"version": "v2", "weight": 100}))), "s")
     assert full[-1]["route"]["cluster"] == "s|v2>baseline"
     assert "s/idle" in [r["name"] for r in full]
 
@@ -338,10 +338,10 @@ async def test_the_shared_canary_corpus_on_real_envoy(
     # The corpus the Istio and Gateway API renderers are checked against (tests/routing), with
     # its endpoints replaced by live upstreams; every third request, for time.
     corpus = _shared_corpus()
-    doc = corpus.topology().to_dict()
+    doc = topology_to_dict(corpus.topology())
     for svc, spec in doc["services"].items():
         spec["versions"] = {v: [fleet.start(f"shared-{svc}", v)] for v in spec["versions"]}
-    topo = Topology.from_dict(doc)
+    topo = topology_from_dict(doc)
     cases = corpus.canary_requests(topo)[::3]
     bootstrap = render_envoy(topo, listen="127.0.0.1:0", admin="127.0.0.1:0")
     limit = asyncio.Semaphore(32)

@@ -22,8 +22,8 @@ import pytest
 from envoy_upstreams import Fleet
 from envoyproc import EnvoyProcess, running_envoy
 
-from lane_router import Topology
-from lane_router._envoy_xds import CDS_FILE, render_envoy_xds, write_envoy_xds
+from lane_router import Topology, topology_from_dict
+from lane_router.render.envoy_xds import CDS_FILE, render_envoy_xds, write_envoy_xds
 
 # kind -> (headers, method, concurrent clients)
 CLIENTS: dict[str, tuple[dict[str, str], str, int]] = {
@@ -91,7 +91,7 @@ async def test_rollout_under_load_fails_no_request(
             svc["canary"] = {"version": "next", "weight": weight}
             if weight:
                 svc["canary"]["match"] = canary_match
-        return Topology.from_dict({"lanes": lanes, "services": {"cart": svc}})
+        return topology_from_dict({"lanes": lanes, "services": {"cart": svc}})
 
     # As `lanes canary` does it (docs/design.md): --promote moves the canary's endpoints to the
     # baseline and drops the canary; --abort sets weight 0 without matches, --remove drops it.

@@ -17,8 +17,8 @@ from envoyproc import EnvoyProcess, running_envoy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lane_router import Topology
-from lane_router._envoy import render_envoy
+from lane_router import Topology, topology_from_dict
+from lane_router.render.envoy import render_envoy
 from lanes_sdk.wire import lane_from_headers
 
 LANES = ("a", "ab", "feature-a", "feature-b")
@@ -33,7 +33,7 @@ def fleet() -> Iterator[Fleet]:
 @pytest.fixture(scope="module")
 def topo(fleet: Fleet) -> Topology:
     versions = {lane: [fleet.start("echo", lane)] for lane in ("baseline", "a", "feature-a")}
-    return Topology.from_dict(
+    return topology_from_dict(
         {
             "lanes": {"a": {}, "ab": {"fallback": "a"}, "feature-a": {}, "feature-b": {}},
             "services": {"echo": {"versions": versions}},

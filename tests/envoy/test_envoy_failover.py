@@ -32,8 +32,8 @@ import pytest
 from envoy_upstreams import Fleet
 from envoyproc import EnvoyProcess, running_envoy
 
-from lane_router import Topology
-from lane_router._envoy import cluster_name, render_envoy
+from lane_router import topology_from_dict
+from lane_router.render.envoy import cluster_name, render_envoy
 
 # (lane, method) -> concurrent closed-loop clients
 WORKERS = {
@@ -94,7 +94,7 @@ def fleet() -> Iterator[Fleet]:
 async def test_stopped_versions_fail_over_with_zero_errors(
     fleet: Fleet, tmp_path_factory: pytest.TempPathFactory, health_check_interval: float | None
 ) -> None:
-    topo = Topology.from_dict(
+    topo = topology_from_dict(
         {
             "lanes": {"feature-a": {}, "feature-b": {"fallback": "feature-a"}},
             "services": {
@@ -195,7 +195,7 @@ async def test_restarted_version_takes_its_traffic_back(
     # With the active check, a lane version that comes back (same address, as a redeployed pod
     # behind a stable endpoint) serves its lane again without touching Envoy; no request fails.
     endpoint = fleet.start("cart", "feature-a")
-    topo = Topology.from_dict(
+    topo = topology_from_dict(
         {
             "lanes": {"feature-a": {}},
             "services": {
@@ -276,7 +276,7 @@ async def test_a_request_inside_a_dying_version(
     # a POST or PATCH may already have had its effect, so it is not replayed (RFC 9110 9.2.2):
     # the client gets Envoy's JSON 503 naming the service and decides itself.
     dying = _DiesMidRequest()
-    topo = Topology.from_dict(
+    topo = topology_from_dict(
         {
             "lanes": {"feature-a": {}},
             "services": {

@@ -16,8 +16,8 @@ import pytest
 from envoy_upstreams import Fleet
 from envoyproc import EnvoyProcess, running_envoy
 
-from lane_router import Topology
-from lane_router._envoy import render_envoy
+from lane_router import topology_from_dict
+from lane_router.render.envoy import render_envoy
 
 
 def _has_ipv6_loopback() -> bool:
@@ -40,7 +40,7 @@ def fleet() -> Iterator[Fleet]:
 
 @pytest.fixture(scope="module")
 def envoy(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvoyProcess]:
-    topo = Topology.from_dict(
+    topo = topology_from_dict(
         {
             "header": "x-team-lane",
             "baggageKey": "team.lane",

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from envoyproc import EnvoyError, validate_bootstrap
 
-from lane_router import Topology
-from lane_router._envoy import LUA_FILTER, cluster_name, lua_source, render_envoy
+from lane_router import Topology, topology_from_dict
+from lane_router.render.envoy import LUA_FILTER, cluster_name, lua_source, render_envoy
 
 IDEMPOTENT = "GET|HEAD|OPTIONS|TRACE|PUT|DELETE"  # RFC 9110 9.2.2
 
@@ -65,7 +65,7 @@ def _clusters(bootstrap: dict) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def topo() -> Topology:
-    return Topology.from_dict(DOC)
+    return topology_from_dict(DOC)
 
 
 def test_envoy_accepts_the_bootstrap(topo: Topology, tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_validation_really_rejects_a_broken_bootstrap(topo: Topology, tmp_path: 
 
 
 def test_same_input_gives_byte_identical_output(topo: Topology) -> None:
-    other = Topology.from_dict(_reordered(DOC))
+    other = topology_from_dict(_reordered(DOC))
     a, b = render_envoy(topo), render_envoy(other)
     assert json.dumps(a) == json.dumps(b)
     assert yaml.safe_dump(a, sort_keys=False) == yaml.safe_dump(b, sort_keys=False)
@@ -191,7 +191,7 @@ def test_addresses(topo: Topology) -> None:
 
 
 def test_lua_is_the_shipped_filter_bound_to_the_topology() -> None:
-    topo = Topology.from_dict({**DOC, "header": "x-env-lane", "baggageKey": "env.lane"})
+    topo = topology_from_dict({**DOC, "header": "x-env-lane", "baggageKey": "env.lane"})
     lua = _hcm(render_envoy(topo))["http_filters"][0]["typed_config"]["default_source_code"]
     assert lua["inline_string"] == lua_source(topo)
     lines = lua["inline_string"].splitlines()

@@ -20,8 +20,8 @@ from envoy_upstreams import Fleet
 from envoyproc import EnvoyProcess, running_envoy
 from multidict import CIMultiDict
 
-from lane_router import Topology
-from lane_router._envoy import render_envoy
+from lane_router import Topology, topology_from_dict
+from lane_router.render.envoy import render_envoy
 from lanes_sdk.wire import lane_from_headers
 
 # lane -> fallback; hotfix is strict, hotfix-ui falls back into it (so stops there too).
@@ -60,7 +60,7 @@ def topo(fleet: Fleet) -> Topology:
         if svc in NAMESPACES:
             entry["namespace"] = NAMESPACES[svc]
         services[svc] = entry
-    return Topology.from_dict({"namespace": "shop", "lanes": LANES, "services": services})
+    return topology_from_dict({"namespace": "shop", "lanes": LANES, "services": services})
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +225,7 @@ async def test_stopped_strict_version_is_a_json_503(
     envoy: EnvoyProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     # reviews|hotfix has nothing to fall back to: Envoy's own error must still be JSON.
-    topo = Topology.from_dict(
+    topo = topology_from_dict(
         {
             "lanes": {"hotfix": {"strict": True}},
             "services": {

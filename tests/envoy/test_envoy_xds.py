@@ -11,8 +11,8 @@ import pytest
 from envoy_upstreams import Fleet
 from envoyproc import running_envoy
 
-from lane_router import Topology
-from lane_router._envoy_xds import (
+from lane_router import Topology, topology_from_dict
+from lane_router.render.envoy_xds import (
     CDS_FILE,
     RDS_FILE,
     XdsError,
@@ -39,7 +39,7 @@ async def test_a_refused_step_raises_restores_the_file_and_keeps_serving(
                 "versions": {"baseline": [base], "next": [nxt]},
                 "canary": {"version": "next", "weight": weight},
             }
-        return Topology.from_dict({"services": {"cart": svc}})
+        return topology_from_dict({"services": {"cart": svc}})
 
     xds_dir = tmp_path_factory.mktemp("xds")
     options = {"xds_dir": xds_dir, "listen": "127.0.0.1:0", "admin": "127.0.0.1:0"}
@@ -81,10 +81,10 @@ async def test_a_refused_step_raises_restores_the_file_and_keeps_serving(
 
 
 def test_envoy_not_running_is_a_clear_error(tmp_path_factory: pytest.TempPathFactory) -> None:
-    topo = Topology.from_dict({"services": {"cart": {"versions": {"baseline": ["127.0.0.1:9"]}}}})
+    topo = topology_from_dict({"services": {"cart": {"versions": {"baseline": ["127.0.0.1:9"]}}}})
     xds_dir = tmp_path_factory.mktemp("xds-nothing")
     write_envoy_xds(render_envoy_xds(topo, xds_dir=xds_dir), xds_dir)
-    other = Topology.from_dict({"services": {"cart": {"versions": {"baseline": ["127.0.0.1:10"]}}}})
+    other = topology_from_dict({"services": {"cart": {"versions": {"baseline": ["127.0.0.1:10"]}}}})
     with pytest.raises(XdsError, match="cannot read Envoy's stats"):
         write_envoy_xds(
             render_envoy_xds(other, xds_dir=xds_dir), xds_dir, admin_url="http://127.0.0.1:9"

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from k8s_objects import canary, deployment, lane, service
 
+from lane_router import Canary, ContentMatch
 from lane_router._controller import build_namespace, canary_status, desired_host, plan_host
-from lane_router._topology import Canary, ContentMatch
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 BASE = [deployment(s, "baseline") for s in ("reviews", "ratings")]

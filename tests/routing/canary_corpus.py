@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from routing_corpus import requests as lane_requests
 
-from lane_router import Topology
+from lane_router import Topology, loads_topology
 from lanes_sdk.wire import lane_from_headers
 
 __all__ = ["CANARY_YAML", "PATHS", "canary_requests", "predict", "topology"]
@@ -84,7 +84,7 @@ Headers = list[tuple[str, str]]
 
 
 def topology() -> Topology:
-    return Topology.loads(CANARY_YAML, source="canary corpus")
+    return loads_topology(CANARY_YAML, source="canary corpus")
 
 
 def canary_requests(topo: Topology) -> list[tuple[str, Headers, str]]:

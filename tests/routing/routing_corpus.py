@@ -11,7 +11,7 @@ order them): one request carrying two *different valid* lanes in the same carrie
 
 from __future__ import annotations
 
-from lane_router import Resolution, Topology
+from lane_router import Resolution, Topology, loads_topology
 from lanes_sdk.wire import lane_from_headers
 
 __all__ = ["TOPOLOGY_YAML", "predict", "requests", "topology"]
@@ -60,7 +60,7 @@ INVALID = ["Feature-A", "feature_a", "-a", "a" * 64, "feature-a x", "féature", 
 
 
 def topology() -> Topology:
-    return Topology.loads(TOPOLOGY_YAML, source="corpus")
+    return loads_topology(TOPOLOGY_YAML, source="corpus")
 
 
 Headers = list[tuple[str, str]]

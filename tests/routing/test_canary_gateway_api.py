@@ -12,7 +12,7 @@ from routing_eval import gamma_rule
 from test_routing_gateway_api import _errors
 
 from lane_router import Canary, ContentMatch, Lane, Service, Topology
-from lane_router._gateway_api import render_gateway_api, render_gateway_api_host
+from lane_router.render.gateway_api import render_gateway_api, render_gateway_api_host
 
 TOPO = topology()
 CORPUS = canary_requests(TOPO)

@@ -10,8 +10,8 @@ from canary_corpus import canary_requests, predict, topology
 from k8s_schemas import istio_validator
 from routing_eval import istio_outcome
 
-from lane_router import Topology
-from lane_router._istio import istio_http_routes, render_istio, render_istio_host
+from lane_router import loads_topology
+from lane_router.render.istio import istio_http_routes, render_istio, render_istio_host
 
 TOPO = topology()
 CORPUS = canary_requests(TOPO)
@@ -160,8 +160,8 @@ def test_weight_0_without_matches_renders_no_canary_route() -> None:
 
 
 def test_weight_0_without_matches_routes_as_if_there_were_no_canary() -> None:
-    without = Topology.loads("lanes: {a: {}}\nservices: {web: {versions: {baseline: [], a: []}}}\n")
-    with_zero = Topology.loads(
+    without = loads_topology("lanes: {a: {}}\nservices: {web: {versions: {baseline: [], a: []}}}\n")
+    with_zero = loads_topology(
         "lanes: {a: {}}\nservices: {web: {versions: {baseline: [], a: [], v2: []},"
         " canary: {version: v2, weight: 0}}}\n"
     )

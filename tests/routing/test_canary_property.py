@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from routing_eval import gamma_rule, istio_outcome
 
 from lane_router import Canary, ContentMatch, Lane, Service, Topology
-from lane_router._gateway_api import render_gateway_api_host
-from lane_router._istio import render_istio_host
+from lane_router.render.gateway_api import render_gateway_api_host
+from lane_router.render.istio import render_istio_host
 
 NAMES = ("x-a", "x-b", "baggage")
 VALUES = ("", "1", "12", "a", "a.b", "a+", "/p")

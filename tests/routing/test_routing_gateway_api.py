@@ -22,7 +22,7 @@ from routing_corpus import predict, requests, topology
 from routing_eval import gamma_backend
 
 from lane_router import Lane, Service, Topology
-from lane_router._gateway_api import (
+from lane_router.render.gateway_api import (
     MAX_MATCHES_PER_ROUTE,
     backend_name,
     render_gateway_api,

@@ -10,14 +10,14 @@ from k8s_schemas import istio_validator
 from routing_corpus import predict, requests, topology
 from routing_eval import istio_outcome
 
-from lane_router import Topology
-from lane_router._istio import (
+from lane_router import loads_topology
+from lane_router.render import VALID_LANE_REGEX
+from lane_router.render.istio import (
     istio_http_routes,
     render_istio,
     render_istio_host,
     render_istio_ingress,
 )
-from lane_router._match import VALID_LANE_REGEX
 
 TOPO = topology()
 CORPUS = requests(TOPO)
@@ -265,7 +265,7 @@ def test_the_corpus_catches_a_missing_guard_in_either_order() -> None:
 
 
 def test_custom_header_and_baggage_key_are_what_routes_match() -> None:
-    topo = Topology.loads(
+    topo = loads_topology(
         "header: x-env\nbaggageKey: env\nlanes: {feature-a: {}}\n"
         "services: {web: {versions: {baseline: [], feature-a: []}}}\n"
     )

@@ -26,7 +26,7 @@ from envoyproc import EnvoyProcess, running_envoy
 from routing_corpus import predict, requests, topology
 
 from lane_router import Topology
-from lane_router._istio import render_istio_host
+from lane_router.render.istio import render_istio_host
 
 TOPO = topology()
 

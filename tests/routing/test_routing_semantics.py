@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from routing_corpus import INVALID, UNKNOWN, topology
 
-from lane_router import Lane, Service, Topology, TopologyError
+from lane_router import Lane, Service, Topology, TopologyError, loads_topology
 
 TOPO = topology()
 
@@ -87,6 +87,6 @@ def test_invalid_topologies_name_the_key(lanes, services, fragment: str) -> None
 def test_every_problem_is_reported_at_once() -> None:
     text = "lanes:\n  a: {fallback: ghost}\n  B: {}\nservices:\n  web: {versions: {}}\n"
     with pytest.raises(TopologyError) as info:
-        Topology.loads(text)
+        loads_topology(text)
     keys = [p.split(" ")[0] for p in info.value.problems]
     assert {"lanes.a.fallback", "lanes.B", "services.web.versions"} <= set(keys)

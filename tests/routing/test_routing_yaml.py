@@ -7,7 +7,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lane_router._render import dump_yaml
+from lane_router.render import dump_yaml
 
 # Strings that YAML 1.1 (PyYAML, Go yaml.v2) or 1.2 readers would turn into something else.
 TRICKY = [

@@ -25,7 +25,7 @@ from sidecar_helpers import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "routing"))
 from canary_corpus import CANARY_YAML, canary_requests, predict
 
-from lane_router import Topology
+from lane_router import topology_from_dict
 from lane_router.cli import main
 
 Headers = list[tuple[str, str]]
@@ -177,7 +177,7 @@ def test_shared_canary_corpus_lands_where_the_core_says(upstreams: Any, sidecars
         for version in svc["versions"]:
             svc["versions"][version] = [upstreams(f"{sname}/{version}").endpoint]
     sc = sidecars(doc)
-    topo = Topology.from_dict(doc)
+    topo = topology_from_dict(doc)
     corpus = canary_requests(topo)[::3]  # a third of it, spread over every shape
     reqs: list[tuple[str, Headers, str]] = []
     expected: list[tuple[str, str, str | None, str]] = []

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sidecar_helpers import Loop, Upstream, connect, read_response, topology
 
-from lane_router import Topology
+from lane_router import topology_from_dict
 from lane_router._sidecar import Sidecar, SidecarConfig, parse_hostport
 from lane_router._sidecar._http import drop_connection_named, error_response
 from lane_router._sidecar._metrics import Metrics
@@ -31,7 +31,7 @@ TOPO = topology(
 
 @pytest.fixture
 def table() -> RouteTable:
-    return RouteTable(Topology.from_dict(TOPO), registry={})
+    return RouteTable(topology_from_dict(TOPO), registry={})
 
 
 @pytest.mark.parametrize(
@@ -72,7 +72,7 @@ baggage_bytes = st.one_of(
     baggage=st.lists(baggage_bytes, max_size=3),
 )
 def test_lane_of_is_the_wire_rule(values: list[bytes], baggage: list[bytes]) -> None:
-    table = RouteTable(Topology.from_dict(TOPO), registry={})
+    table = RouteTable(topology_from_dict(TOPO), registry={})
     want = lane_from_headers(values, baggage, baggage_key="lane")
     for _ in range(2):  # the second call is served from the caches
         assert table.lane_of(values or None, baggage or None) == want
@@ -272,8 +272,8 @@ def test_drain_with_nothing_in_flight_is_immediate(inproc: Any) -> None:
 
 
 def test_ejection_doubles_up_to_the_cap_and_success_resets() -> None:
+    from lane_router import Endpoint
     from lane_router._sidecar._table import EndpointState
-    from lane_router._topology import Endpoint
 
     ep = EndpointState(Endpoint("127.0.0.1", 9081))
     periods = [ep.failed(100.0, 5.0, 60.0) for _ in range(6)]

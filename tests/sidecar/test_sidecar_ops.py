@@ -16,7 +16,7 @@ import pytest
 import yaml
 from sidecar_helpers import connect, free_port, http_get, read_response, request, topology, wait_for
 
-from lane_router import Topology
+from lane_router import topology_from_dict
 
 
 def _metric(text: str, line_start: str) -> float:
@@ -210,7 +210,7 @@ def test_admin_endpoints(upstreams: Any, sidecars: Any) -> None:
     for name in ("lanes_reload_failures_total 0", "lanes_open_connections ", "lanes_ready 1"):
         assert name in text
     routes = sc.routes()
-    expected = Topology.from_dict(topo).routes
+    expected = topology_from_dict(topo).routes
     for svc, per_lane in expected.items():
         for lane, res in per_lane.items():
             assert routes["services"][svc]["lanes"][lane]["candidates"] == list(res.candidates)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sidecar_helpers import Loop, Upstream, connect, read_response, request, start_sidecar, topology
 
-from lane_router import Topology
+from lane_router import Topology, topology_from_dict
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def mesh(tmp_path_factory: Any) -> Iterator[tuple[Any, Topology, dict[str, Any]]
     )
     sc = start_sidecar(tmp_path_factory.mktemp("mesh"), topo)
     try:
-        yield sc, Topology.from_dict(topo), ups
+        yield sc, topology_from_dict(topo), ups
     finally:
         sc.stop()
         for up in ups.values():

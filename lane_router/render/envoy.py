@@ -35,7 +35,10 @@ from lane_router._address import split_hostport
 from lane_router._topology import Canary, ContentMatch, Endpoint, Resolution, Topology
 
 __all__ = [
+    "LISTENER_NAME",
     "LUA_FILTER",
+    "RE2_MAX_PROGRAM_SIZE",
+    "ROUTE_CONFIG_NAME",
     "bootstrap_shell",
     "cluster_name",
     "clusters",

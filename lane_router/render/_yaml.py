@@ -1,4 +1,4 @@
-"""Format dispatch and the deterministic YAML writer shared by ``lanes render`` and the controller.
+"""The deterministic YAML writer shared by ``lanes render`` and the controller.
 
 Why a YAML writer of our own: the output is GitOps config, so it must be byte-identical for the
 same topology and readable in a diff, and PyYAML's pure-Python emitter is the slowest part of
@@ -8,26 +8,19 @@ every YAML 1.1 and 1.2 reader (PyYAML, kubectl's sigs.k8s.io/yaml, Go yaml.v2/v3
 as the same string; anything else is double-quoted with JSON's escapes (valid YAML), plus escapes
 for what YAML does not allow raw.
 
-    render(topology, "istio", export_local=True) -> list[dict]
     dump_yaml(objects) -> str        # multi-document, "---" before each document
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import yaml
 
-from lane_router._topology import Topology
-
-__all__ = ["FORMATS", "dump_yaml", "gc_paused", "render"]
-
-FORMATS = ("istio", "envoy", "gateway-api")
+__all__ = ["dump_yaml"]
 
 # Plain scalars must start with a letter (never a number, an indicator or a YAML 1.2 octal) and
 # hold no ':' (YAML 1.1 sexagesimal ints), '#', or spaces.
@@ -39,40 +32,6 @@ _UNSAFE = re.compile(
 )
 _RESOLVER = yaml.resolver.Resolver()
 _STR_TAG = "tag:yaml.org,2002:str"
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Build a large object graph without the cyclic GC re-scanning it as it grows.
-
-    Rendering creates hundreds of thousands of small dicts and no cycles; with the collector on,
-    its generational passes cost about 90% of the render time (1,000 services x 100 lanes:
-    360 ms -> 40 ms). Reference counting still frees everything; the GC state is restored.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def render(topology: Topology, fmt: str, **options: Any) -> list[dict[str, Any]]:
-    """The objects of one format, in apply order. Options are the renderer's keywords."""
-    if fmt == "istio":
-        from lane_router._istio import render_istio
-
-        return render_istio(topology, **options)
-    if fmt == "gateway-api":
-        from lane_router._gateway_api import render_gateway_api
-
-        return render_gateway_api(topology, **options)
-    if fmt == "envoy":
-        from lane_router._envoy import render_envoy
-
-        return [render_envoy(topology, **options)]
-    raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
 
 
 def dump_yaml(objects: Iterable[Mapping[str, Any]]) -> str:

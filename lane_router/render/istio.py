@@ -48,13 +48,12 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from lane_router._match import VALID_LANE_REGEX, baggage_regex
-from lane_router._render import gc_paused
 from lane_router._topology import Canary, Topology
+from lane_router.render._common import DNS_LABEL, DNS_NAME, MANAGED_BY, check_label_key, gc_paused
+from lane_router.render._match import VALID_LANE_REGEX, baggage_regex
 
 __all__ = [
     "API_VERSION",
-    "MANAGED_BY",
     "istio_http_routes",
     "render_istio",
     "render_istio_host",
@@ -63,19 +62,10 @@ __all__ = [
 ]
 
 API_VERSION = "networking.istio.io/v1"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "traffic-lanes"}
 BAGGAGE_HEADER = "baggage"
 ISTIO_REGEX_LIMIT = 1024  # istiod rejects longer regexes
 
 _NO_ESCAPE = re.compile(r"[-a-z0-9 ,.]*")
-_DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
-_DNS_NAME = re.compile(
-    r"(?=.{1,253}$)(?:\*\.)?[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
-    r"(?:\.[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?)*"
-)
-_LABEL_KEY = re.compile(
-    r"(?:[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-)
 
 
 def fqdn(topology: Topology, service: str) -> str:
@@ -202,7 +192,7 @@ def render_istio_host(
     export_to: Sequence[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(DestinationRule, VirtualService) of one service; ``export_to=None`` omits ``exportTo``."""
-    _check_label_key(lane_label)
+    check_label_key(lane_label)
     return _host(topology, service, lane_label, export_to, None)
 
 
@@ -258,7 +248,7 @@ def render_istio_ingress(
     if not hosts:
         raise ValueError("an ingress gateway needs at least one external host")
     for h in hosts:
-        if _DNS_NAME.fullmatch(h) is None:
+        if DNS_NAME.fullmatch(h) is None:
             raise ValueError(f"external host {h!r} is not a DNS name")
     spec: dict[str, Any] = {"hosts": sorted(set(hosts)), "gateways": [gateway]}
     if export_to is not None:
@@ -282,7 +272,7 @@ def render_istio(
     entry_service: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every Istio object of the topology, in apply order (see the module docstring)."""
-    _check_label_key(lane_label)
+    check_label_key(lane_label)
     if gateway is None and (external_hosts or entry_service):
         raise ValueError("--external-host and --entry-service need --gateway")
     gw_ns = None
@@ -326,11 +316,6 @@ def render_istio(
 
 def _split_gateway(gateway: str) -> tuple[str, str]:
     ns, sep, name = gateway.partition("/")
-    if not sep or _DNS_LABEL.fullmatch(ns) is None or _DNS_NAME.fullmatch(name) is None:
+    if not sep or DNS_LABEL.fullmatch(ns) is None or DNS_NAME.fullmatch(name) is None:
         raise ValueError(f"gateway {gateway!r}: expected NAMESPACE/NAME")
     return ns, name
-
-
-def _check_label_key(key: str) -> None:
-    if _LABEL_KEY.fullmatch(key) is None:
-        raise ValueError(f"lane label {key!r} is not a Kubernetes label key")

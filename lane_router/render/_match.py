@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import re
 
+from lanes_sdk.wire import LANE_PATTERN
+
 __all__ = ["VALID_LANE_REGEX", "baggage_regex"]
 
 # design.md: a valid x-lane decides; an invalid or empty one is ignored. Data planes guard baggage
 # routes with "x-lane does not hold a valid lane name". Envoy and Istio trim OWS from values.
-VALID_LANE_REGEX = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+VALID_LANE_REGEX = LANE_PATTERN
 
 _OWS = r"[ \t]*"
 

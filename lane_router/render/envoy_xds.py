@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lane_router._envoy import (
+from lane_router._files import write_atomically
+from lane_router._topology import Topology
+from lane_router.render.envoy import (
     LISTENER_NAME,
     ROUTE_CONFIG_NAME,
     bootstrap_shell,
@@ -33,8 +35,6 @@ from lane_router._envoy import (
     route_config,
     service_names,
 )
-from lane_router._files import write_atomically
-from lane_router._topology import Topology
 
 __all__ = ["CDS_FILE", "RDS_FILE", "EnvoyXds", "XdsError", "render_envoy_xds", "write_envoy_xds"]
 

@@ -64,9 +64,8 @@ import re
 from collections import Counter
 from typing import Any
 
-from lane_router._istio import MANAGED_BY, _check_label_key
-from lane_router._render import gc_paused
 from lane_router._topology import Canary, ContentMatch, Topology
+from lane_router.render._common import MANAGED_BY, check_label_key, gc_paused
 
 __all__ = [
     "MAX_MATCHES_PER_ROUTE",
@@ -116,7 +115,7 @@ def render_gateway_api_host(
     topology: Topology, service: str, *, lane_label: str = "lane"
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(backend Services, HTTPRoutes) of one service."""
-    _check_label_key(lane_label)
+    check_label_key(lane_label)
     return _render_host(topology, service, lane_label, _Namer(topology))
 
 
@@ -278,7 +277,7 @@ def render_gateway_api(topology: Topology, *, lane_label: str = "lane") -> list[
     """Every object, in apply order: all backend Services, then all HTTPRoutes."""
     services: list[dict[str, Any]] = []
     routes: list[dict[str, Any]] = []
-    _check_label_key(lane_label)
+    check_label_key(lane_label)
     namer = _Namer(topology)
     with gc_paused():
         for service in topology.services:
