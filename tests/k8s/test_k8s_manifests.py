@@ -163,10 +163,13 @@ def test_rbac_grants_what_the_controller_needs_and_no_more() -> None:
 
 def test_envoyfilter_lua_is_the_tested_envoy_filter_verbatim() -> None:
     (ef,) = [d for _, d in DOCS if d["kind"] == "EnvoyFilter"]
-    (patch,) = ef["spec"]["configPatches"]
-    code = patch["patch"]["value"]["typed_config"]["default_source_code"]["inline_string"]
-    assert code == (REPO / "envoy" / "lanes.lua").read_text(encoding="utf-8")
-    assert patch["patch"]["operation"] == "INSERT_BEFORE"
-    assert patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"] == (
-        "envoy.filters.http.router"
-    )
+    patches = ef["spec"]["configPatches"]
+    # Sidecars only: at a gateway a client's baggage lane is untrusted (design.md, "The edge").
+    assert sorted(p["match"]["context"] for p in patches) == ["SIDECAR_INBOUND", "SIDECAR_OUTBOUND"]
+    for patch in patches:
+        code = patch["patch"]["value"]["typed_config"]["default_source_code"]["inline_string"]
+        assert code == (REPO / "envoy" / "lanes.lua").read_text(encoding="utf-8")
+        assert patch["patch"]["operation"] == "INSERT_BEFORE"
+        assert patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"] == (
+            "envoy.filters.http.router"
+        )

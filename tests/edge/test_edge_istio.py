@@ -1,0 +1,77 @@
+"""Istio gateway edge objects validate against Istio's own CRD schemas (closed: no unknown field)
+and place the edge filters first, in order, on the gateway workload only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from edge_tokens import make_keys
+from k8s_schemas import istio_validator
+
+from lane_router import Topology
+from lane_router._envoy_edge import DROP_FILTER, JWT_FILTER, STRIP_FILTER
+from lane_router._istio_edge import render_istio_edge
+
+TOPO = Topology.from_dict(
+    {"lanes": {"feature-a": {}}, "services": {"web": {"versions": {"baseline": ["a:1"]}}}}
+)
+
+
+def _valid(doc: dict) -> None:
+    api = doc["apiVersion"].rpartition("/")[2]
+    errors = sorted(e.message for e in istio_validator(doc["kind"], api).iter_errors(doc))
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("mode", ["envoy-filter", "request-authentication"])
+def test_objects_validate_and_select_the_gateway_only(mode: str, tmp_path: Path) -> None:
+    keys = make_keys(tmp_path)
+    docs = render_istio_edge(
+        TOPO,
+        namespace="istio-ingress",
+        selector={"istio": "ingressgateway"},
+        jwks_json=json.dumps(keys.jwks),
+        mode=mode,
+    )
+    for doc in docs:
+        _valid(doc)
+        assert doc["metadata"]["namespace"] == "istio-ingress"
+    ef = docs[0]
+    assert ef["spec"]["workloadSelector"] == {"labels": {"istio": "ingressgateway"}}
+    patches = ef["spec"]["configPatches"]
+    assert {p["match"]["context"] for p in patches} == {"GATEWAY"}
+    names = [p["patch"]["value"]["name"] for p in patches]
+    ops = [p["patch"]["operation"] for p in patches]
+    if mode == "envoy-filter":
+        assert names == [STRIP_FILTER, JWT_FILTER, DROP_FILTER]
+        assert ops == ["INSERT_FIRST", "INSERT_AFTER", "INSERT_AFTER"]
+        assert [p["match"]["listener"]["filterChain"]["filter"].get("subFilter") for p in patches][
+            1:
+        ] == [{"name": STRIP_FILTER}, {"name": JWT_FILTER}]
+        jwt = patches[1]["patch"]["value"]["typed_config"]
+        requirements = jwt["rules"][0]["requires"]["requires_any"]["requirements"]
+        assert {"allow_missing_or_failed": {}} in requirements
+        assert len(docs) == 1
+    else:
+        assert (names, ops) == ([STRIP_FILTER], ["INSERT_FIRST"])
+        (rule,) = docs[1]["spec"]["jwtRules"]
+        assert rule["fromHeaders"] == [{"name": "x-lane-token"}]
+        assert rule["fromCookies"] == ["lane_token"]
+        assert rule["outputClaimToHeaders"] == [{"header": "x-lane", "claim": "lane"}]
+        assert json.loads(rule["jwks"]) == keys.jwks
+        assert docs[1]["spec"]["selector"] == {"matchLabels": {"istio": "ingressgateway"}}
+
+
+def test_a_misspelt_field_is_caught_by_the_schema(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path)
+    _, authn = render_istio_edge(
+        TOPO,
+        namespace="gw",
+        selector={"istio": "ingressgateway"},
+        jwks_json=json.dumps(keys.jwks),
+        mode="request-authentication",
+    )
+    authn["spec"]["jwtRules"][0]["outputClaimToHeader"] = []
+    assert list(istio_validator("RequestAuthentication", "v1").iter_errors(authn))

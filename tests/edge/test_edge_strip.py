@@ -1,0 +1,46 @@
+"""The edge's pure steps: client lane members out of baggage, the token from header or cookie."""
+
+from __future__ import annotations
+
+import pytest
+
+from lane_router._sidecar._edge import strip_baggage_lane, token_from
+
+# (baggage line, the line after the edge) - shared with the Envoy test so both planes agree.
+STRIP_CASES = [
+    (b"lane=feature-a", None),
+    (b"a=1,lane=feature-a,b=2;p=x", b"a=1,b=2;p=x"),
+    (b"lane=feature-a, userId=alice%20x ,k=v", b"userId=alice%20x ,k=v"),
+    (b"k=v , lane = Bad Value;ttl=5", b"k=v"),
+    (b"lanes=x,mylane=y,lane=z", b"lanes=x,mylane=y"),
+    (b"k=lane,x=lane=y", b"k=lane,x=lane=y"),
+    (b"lane=a,lane=b", None),
+    (b"no-lane-here=1", b"no-lane-here=1"),
+]
+
+
+@pytest.mark.parametrize(("line", "after"), STRIP_CASES)
+def test_strip_baggage_lane(line: bytes, after: bytes | None) -> None:
+    assert strip_baggage_lane(line, b"lane") == after
+
+
+def test_an_untouched_line_is_the_same_object() -> None:
+    line = b"k=v,lanes=2"
+    assert strip_baggage_lane(line, b"lane") is line
+
+
+@pytest.mark.parametrize(
+    ("headers", "cookies", "token"),
+    [
+        ([b" tok "], [b"lane_token=other"], b"tok"),
+        ([b""], [b"a=1; lane_token=abc.def.ghi; b=2"], b"abc.def.ghi"),
+        (None, [b"x=1", b'lane_token="q"'], b"q"),
+        (None, [b"my_lane_token=1; lane_token="], None),
+        (None, [b"xlane_token=1"], None),
+        (None, None, None),
+    ],
+)
+def test_token_from(
+    headers: list[bytes] | None, cookies: list[bytes] | None, token: bytes | None
+) -> None:
+    assert token_from(headers, cookies, b"lane_token") == token
