@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from lane_router._files import write_atomically
@@ -51,6 +52,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     istio.add_argument(
         "--entry-service", metavar="SERVICE", help="the service the external hosts reach"
+    )
+    edge = parser.add_argument_group(
+        "edge (envoy, and istio with --gateway): the lane comes only from a signed lane token"
+    )
+    edge.add_argument(
+        "--edge",
+        action="store_true",
+        help="strip client x-lane and baggage lane, set x-lane from a lane token that verifies",
+    )
+    edge.add_argument("--jwks", metavar="FILE", help="with --edge: the public keys (lanes token)")
+    edge.add_argument(
+        "--token-issuer", default="traffic-lanes", metavar="ISS", help="default: traffic-lanes"
+    )
+    edge.add_argument(
+        "--token-audience", default="lanes-edge", metavar="AUD", help="default: lanes-edge"
+    )
+    edge.add_argument(
+        "--gateway-selector",
+        default="istio=ingressgateway",
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="istio: labels of the gateway pods (default: istio=ingressgateway)",
+    )
+    edge.add_argument(
+        "--gateway-jwt",
+        choices=("envoy-filter", "request-authentication"),
+        default="envoy-filter",
+        help="istio: verify with an EnvoyFilter (default: a bad token is baseline) or Istio's "
+        "RequestAuthentication (Istio answers 401 to a bad token)",
     )
     envoy = parser.add_argument_group("envoy")
     envoy.add_argument(
@@ -108,13 +137,89 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         options = _options(args)
+        edge = _edge_input(args)
         if args.format == "envoy" and args.xds_dir:
             return _render_xds(args, topology, options)
-        text = dump_yaml(render(topology, args.format, **options))
+        objects = render(topology, args.format, **options)
+        if edge is not None:
+            objects = _add_edge(args, topology, objects, *edge)
+        elif args.gateway:
+            print(
+                "lanes render: WARNING: the ingress routes by the client's x-lane and baggage: "
+                "anyone can pick a lane; add --edge --jwks FILE (see lanes token)",
+                file=sys.stderr,
+            )
+        text = dump_yaml(objects)
     except ValueError as exc:
         print(f"lanes render: {exc}", file=sys.stderr)
         return 2
     return _emit(args, text)
+
+
+def _edge_input(args: argparse.Namespace) -> tuple[Any, str] | None:
+    """(key set, JWKS text) for --edge, after checking the flags go together."""
+    if not args.edge:
+        if args.jwks:
+            raise ValueError("--jwks needs --edge")
+        return None
+    if not args.jwks:
+        raise ValueError("--edge needs --jwks FILE (lanes token keygen writes one)")
+    if args.format == "gateway-api":
+        raise ValueError(
+            "--edge: Gateway API cannot verify a token nor remove one baggage member; "
+            "see docs/design.md (The edge) for what to put in front"
+        )
+    if args.format == "istio" and not args.gateway:
+        raise ValueError("--edge with istio needs --gateway (the ingress is the edge)")
+    if args.xds_dir:
+        raise ValueError("--edge with --xds-dir is not supported yet: render a static bootstrap")
+    from lane_router._token import load_jwks
+
+    try:
+        text = Path(args.jwks).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--jwks: {exc}") from None
+    return load_jwks(text, source=args.jwks), text
+
+
+def _add_edge(
+    args: argparse.Namespace, topology: Any, objects: list[dict[str, Any]], keyset: Any, text: str
+) -> list[dict[str, Any]]:
+    import json
+
+    jwks_json = json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+    if args.format == "envoy":
+        from lane_router._envoy_edge import add_edge
+
+        for bootstrap in objects:
+            add_edge(
+                bootstrap,
+                topology,
+                keyset,
+                jwks_json,
+                issuer=args.token_issuer,
+                audience=args.token_audience,
+            )
+        return objects
+    from lane_router._istio_edge import render_istio_edge
+
+    selector: dict[str, str] = {}
+    for item in args.gateway_selector.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--gateway-selector {args.gateway_selector!r}: use KEY=VALUE[,...]")
+        selector[key.strip()] = value.strip()
+    namespace = args.gateway.partition("/")[0]
+    edge = render_istio_edge(
+        topology,
+        namespace=namespace,
+        selector=selector,
+        jwks_json=jwks_json,
+        mode=args.gateway_jwt,
+        issuer=args.token_issuer,
+        audience=args.token_audience,
+    )
+    return [*edge, *objects]  # the edge is in place before the ingress routes use x-lane
 
 
 def _render_xds(args: argparse.Namespace, topology: Any, options: dict[str, Any]) -> int:

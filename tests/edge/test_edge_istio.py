@@ -7,12 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from edge_tokens import make_keys
 from k8s_schemas import istio_validator
 
 from lane_router import Topology
 from lane_router._envoy_edge import DROP_FILTER, JWT_FILTER, STRIP_FILTER
 from lane_router._istio_edge import render_istio_edge
+from lane_router.cli import main
 
 TOPO = Topology.from_dict(
     {"lanes": {"feature-a": {}}, "services": {"web": {"versions": {"baseline": ["a:1"]}}}}
@@ -75,3 +77,44 @@ def test_a_misspelt_field_is_caught_by_the_schema(tmp_path: Path) -> None:
     )
     authn["spec"]["jwtRules"][0]["outputClaimToHeader"] = []
     assert list(istio_validator("RequestAuthentication", "v1").iter_errors(authn))
+
+
+def test_render_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    keys = make_keys(tmp_path)
+    topo = tmp_path / "lanes.yaml"
+    topo.write_text(
+        "lanes: {feature-a: {}}\nservices:\n  web:\n    versions:\n"
+        "      baseline: ['127.0.0.1:9']\n"
+    )
+    base = ["render", "-f", str(topo)]
+    edge = ["--edge", "--jwks", str(keys.jwks_path)]
+    assert main([*base, "--format", "envoy", *edge]) == 0
+    (bootstrap,) = yaml.safe_load_all(capsys.readouterr().out)
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    names = [f["name"] for f in hcm["typed_config"]["http_filters"]]
+    assert names[:3] == [STRIP_FILTER, JWT_FILTER, DROP_FILTER]
+    gateway = [
+        "--gateway",
+        "istio-ingress/public",
+        "--external-host",
+        "shop.example.com",
+        "--entry-service",
+        "web",
+    ]
+    assert main([*base, *gateway, *edge, "--gateway-selector", "app=edge"]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert docs[0]["kind"] == "EnvoyFilter"
+    assert docs[0]["spec"]["workloadSelector"] == {"labels": {"app": "edge"}}
+    for doc in docs:
+        if doc["apiVersion"].startswith(("networking.istio.io", "security.istio.io")):
+            _valid(doc)
+    assert main([*base, *gateway]) == 0
+    assert "anyone can pick a lane" in capsys.readouterr().err
+    for bad, why in [
+        (["--format", "envoy", "--edge"], "needs --jwks"),
+        (["--edge", *edge[1:]], "needs --gateway"),
+        (["--format", "gateway-api", *edge], "Gateway API cannot"),
+        (["--format", "envoy", "--edge", "--jwks", str(topo)], "not JSON"),
+    ]:
+        assert main([*base, *bad]) == 2, bad
+        assert why in capsys.readouterr().err, bad
