@@ -23,6 +23,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
+from lane_router._edge_wire import (
+    ALGORITHMS,
+    DEFAULT_AUDIENCE,
+    DEFAULT_COOKIE,
+    DEFAULT_ISSUER,
+    DEFAULT_LEEWAY,
+    DEFAULT_TOKEN_HEADER,
+    MAX_TOKEN_BYTES,
+)
 from lanes_sdk.wire import valid_lane
 
 __all__ = [
@@ -45,17 +54,6 @@ __all__ = [
     "parse_ttl",
 ]
 
-DEFAULT_ISSUER: Final = "traffic-lanes"
-DEFAULT_AUDIENCE: Final = "lanes-edge"
-DEFAULT_TOKEN_HEADER: Final = "x-lane-token"
-DEFAULT_COOKIE: Final = "lane_token"
-DEFAULT_LEEWAY: Final = 60  # seconds of clock skew for exp/nbf, as Envoy's jwt_authn default
-# Asymmetric signatures only: a JWKS never holds a shared secret, so HMAC cannot be confused
-# with a public key. The algorithm of each key is fixed by the key (P-256 -> ES256,
-# Ed25519 -> EdDSA), never by the token's header.
-ALGORITHMS: Final = ("ES256", "EdDSA")
-# A lane token is ~300 bytes. Anything far larger is refused before it is parsed.
-MAX_TOKEN_BYTES: Final = 4096
 _MAX_JWKS_BYTES: Final = 256 * 1024
 _MAX_KEYS: Final = 32
 _KID_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")

@@ -189,10 +189,10 @@ def _add_edge(
 
     jwks_json = json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
     if args.format == "envoy":
-        from lane_router._envoy_edge import add_edge
+        from lane_router.render.envoy_edge import add_envoy_edge
 
         for bootstrap in objects:
-            add_edge(
+            add_envoy_edge(
                 bootstrap,
                 topology,
                 keyset,
@@ -201,7 +201,7 @@ def _add_edge(
                 audience=args.token_audience,
             )
         return objects
-    from lane_router._istio_edge import render_istio_edge
+    from lane_router.render.istio_edge import render_istio_edge
 
     selector: dict[str, str] = {}
     for item in args.gateway_selector.split(","):

@@ -8,17 +8,11 @@ import os
 import sys
 from pathlib import Path
 
+from lane_router._edge_wire import ALGORITHMS, DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_LEEWAY
+
 __all__ = ["HELP", "add_arguments", "run"]
 
 HELP = "make signing keys, mint and verify lane tokens (signed lane selection at the edge)"
-
-
-# lane_router._token's defaults, spelled here so that building ``lanes --help`` does not import
-# the JOSE library (tests/edge checks they agree).
-ALGORITHMS = ("ES256", "EdDSA")
-DEFAULT_ISSUER = "traffic-lanes"
-DEFAULT_AUDIENCE = "lanes-edge"
-DEFAULT_LEEWAY = 60
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

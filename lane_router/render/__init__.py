@@ -6,6 +6,7 @@ Each format has its own typed entry point (``render_istio``, ``render_envoy``,
 built from :meth:`lane_router.Topology.resolve`'s table, so all formats route alike.
 
 Modules: ``istio``, ``envoy``, ``envoy_xds``, ``gateway_api`` (one format each, public);
+``envoy_edge``, ``istio_edge`` (the signed-lane edge of Envoy and of an Istio gateway, public);
 ``_yaml`` (the YAML writer), ``_common`` (the managed-by label, name checks, GC pause: a leaf),
 ``_match`` (header regexes shared by Istio and the tests).
 """
@@ -24,6 +25,7 @@ from lane_router.render._common import (
 from lane_router.render._match import VALID_LANE_REGEX, baggage_regex
 from lane_router.render._yaml import dump_yaml
 from lane_router.render.envoy import render_envoy
+from lane_router.render.envoy_edge import add_envoy_edge, edge_filters
 from lane_router.render.envoy_xds import EnvoyXds, XdsError, render_envoy_xds, write_envoy_xds
 from lane_router.render.gateway_api import render_gateway_api, render_gateway_api_host
 from lane_router.render.istio import (
@@ -32,6 +34,7 @@ from lane_router.render.istio import (
     render_istio_host,
     render_istio_ingress,
 )
+from lane_router.render.istio_edge import render_istio_edge
 
 __all__ = [
     "FORMATS",
@@ -42,8 +45,10 @@ __all__ = [
     "VALID_LANE_REGEX",
     "EnvoyXds",
     "XdsError",
+    "add_envoy_edge",
     "baggage_regex",
     "dump_yaml",
+    "edge_filters",
     "istio_http_routes",
     "render",
     "render_envoy",
@@ -51,6 +56,7 @@ __all__ = [
     "render_gateway_api",
     "render_gateway_api_host",
     "render_istio",
+    "render_istio_edge",
     "render_istio_host",
     "render_istio_ingress",
     "write_envoy_xds",

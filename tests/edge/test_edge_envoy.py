@@ -16,10 +16,10 @@ from envoy_upstreams import Fleet
 from envoyproc import EnvoyProcess, running_envoy
 from test_edge_strip import STRIP_CASES
 
-from lane_router import Topology
-from lane_router._envoy import render_envoy
-from lane_router._envoy_edge import add_edge
+from lane_router import Topology, topology_from_dict
 from lane_router._token import load_jwks, mint
+from lane_router.render import render_envoy
+from lane_router.render.envoy_edge import add_envoy_edge
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
 @pytest.fixture(scope="module")
 def topo(fleet: Fleet) -> Topology:
     versions = {lane: [fleet.start("web", lane)] for lane in ("baseline", "feature-a", "hotfix")}
-    return Topology.from_dict(
+    return topology_from_dict(
         {
             "lanes": {"feature-a": {}, "hotfix": {}},
             "services": {"web": {"port": 80, "versions": versions}},
@@ -46,7 +46,7 @@ def topo(fleet: Fleet) -> Topology:
 
 def _edge_envoy(topo: Topology, jwks: dict[str, Any], workdir: Path) -> Any:
     text = json.dumps(jwks)
-    bootstrap = add_edge(
+    bootstrap = add_envoy_edge(
         render_envoy(topo, listen="127.0.0.1:0", admin="127.0.0.1:0"), topo, load_jwks(text), text
     )
     return running_envoy(bootstrap, workdir=workdir, validate=True)

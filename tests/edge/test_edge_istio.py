@@ -11,12 +11,12 @@ import yaml
 from edge_tokens import make_keys
 from k8s_schemas import istio_validator
 
-from lane_router import Topology
-from lane_router._envoy_edge import DROP_FILTER, JWT_FILTER, STRIP_FILTER
-from lane_router._istio_edge import render_istio_edge
+from lane_router import topology_from_dict
 from lane_router.cli import main
+from lane_router.render.envoy_edge import DROP_FILTER, JWT_FILTER, STRIP_FILTER
+from lane_router.render.istio_edge import render_istio_edge
 
-TOPO = Topology.from_dict(
+TOPO = topology_from_dict(
     {"lanes": {"feature-a": {}}, "services": {"web": {"versions": {"baseline": ["a:1"]}}}}
 )
 

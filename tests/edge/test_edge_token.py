@@ -12,12 +12,7 @@ from pathlib import Path
 import pytest
 from edge_tokens import attack_tokens, make_keys
 
-from lane_router._cmd import token as token_cmd
 from lane_router._token import (
-    ALGORITHMS,
-    DEFAULT_AUDIENCE,
-    DEFAULT_ISSUER,
-    DEFAULT_LEEWAY,
     JwksError,
     Verifier,
     generate_key,
@@ -26,15 +21,6 @@ from lane_router._token import (
     parse_ttl,
 )
 from lane_router.cli import main
-
-
-def test_cli_defaults_match_the_module() -> None:
-    assert (token_cmd.ALGORITHMS, token_cmd.DEFAULT_ISSUER, token_cmd.DEFAULT_AUDIENCE) == (
-        ALGORITHMS,
-        DEFAULT_ISSUER,
-        DEFAULT_AUDIENCE,
-    )
-    assert token_cmd.DEFAULT_LEEWAY == DEFAULT_LEEWAY
 
 
 def test_valid_tokens_of_both_algorithms(tmp_path: Path) -> None:

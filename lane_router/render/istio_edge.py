@@ -21,15 +21,15 @@ import itertools
 import json
 from typing import Any
 
-from lane_router._envoy_edge import STRIP_FILTER, edge_filters
-from lane_router._istio import MANAGED_BY
-from lane_router._token import (
+from lane_router._edge_wire import (
     DEFAULT_AUDIENCE,
     DEFAULT_COOKIE,
     DEFAULT_ISSUER,
     DEFAULT_TOKEN_HEADER,
 )
 from lane_router._topology import Topology
+from lane_router.render._common import MANAGED_BY
+from lane_router.render.envoy_edge import STRIP_FILTER, edge_filters
 
 __all__ = ["MODES", "render_istio_edge"]
 

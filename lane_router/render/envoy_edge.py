@@ -18,17 +18,19 @@ Envoy does the crypto; the lane filter after them validates whatever the claim h
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lane_router._token import (
+from lane_router._edge_wire import (
     DEFAULT_AUDIENCE,
     DEFAULT_COOKIE,
     DEFAULT_ISSUER,
     DEFAULT_LEEWAY,
     DEFAULT_TOKEN_HEADER,
-    KeySet,
 )
 from lane_router._topology import Topology
+
+if TYPE_CHECKING:
+    from lane_router._token import KeySet
 
 __all__ = [
     "DROP_FILTER",
@@ -36,7 +38,7 @@ __all__ = [
     "JWT_FILTER",
     "PROVIDER",
     "STRIP_FILTER",
-    "add_edge",
+    "add_envoy_edge",
     "edge_filters",
 ]
 
@@ -125,7 +127,7 @@ def edge_filters(
     ]
 
 
-def add_edge(
+def add_envoy_edge(
     bootstrap: dict[str, Any],
     topology: Topology,
     keyset: KeySet,
