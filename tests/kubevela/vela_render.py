@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from vela_cue import REPO, run_cue
+from vela_cue import CUE, REPO, run_cue
 
 __all__ = ["ADDON", "expected_files", "render_definition", "render_resources"]
 
@@ -202,4 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    finally:
+        CUE.stop()
