@@ -30,8 +30,6 @@ ADDON = REPO / "k8s" / "kubevela"
 SOURCES = ADDON / "definitions"
 RENDERED = ADDON / "rendered"
 RESOURCES = ADDON / "resources"
-# What `kubectl apply -k k8s/` installs, in that order; the sample shop is not part of the addon.
-MANIFESTS = ("crd.yaml", "crd-canary.yaml", "namespace.yaml", "rbac.yaml", "controller.yaml")
 _KINDS = {"trait": "TraitDefinition", "workflow-step": "WorkflowStepDefinition"}
 _TEMPLATE_OPEN = "template: {"
 _IMPORT_ONE = re.compile(r'^import\s+"[^"]+"\s*$')
@@ -143,7 +141,11 @@ def render_resources() -> dict[str, str]:
     """resources/<NN>-<kind>-<name>.yaml -> text, one object each, from the k8s/ manifests."""
     out: dict[str, str] = {}
     n = 0
-    for manifest in MANIFESTS:
+    # What `kubectl apply -k k8s/` installs, in its order (the sample shop is not in the addon).
+    kustomization = yaml.safe_load(
+        (REPO / "k8s" / "kustomization.yaml").read_text(encoding="utf-8")
+    )
+    for manifest in kustomization["resources"]:
         text = (REPO / "k8s" / manifest).read_text(encoding="utf-8")
         for doc in yaml.safe_load_all(text):
             if doc is None:
