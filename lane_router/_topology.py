@@ -24,6 +24,8 @@ from lanes_sdk.wire import DEFAULT_BAGGAGE_KEY, DEFAULT_BASELINE, DEFAULT_HEADER
 __all__ = [
     "DEFAULT_PORT",
     "MATCH_KINDS",
+    "STRICT_MISS_REASON",
+    "STRICT_MISS_STATUS",
     "Canary",
     "ContentMatch",
     "Endpoint",
@@ -36,6 +38,9 @@ __all__ = [
 
 DEFAULT_PORT = 80
 MATCH_KINDS = ("exact", "prefix", "regex")
+# What every data plane answers for a strict miss (Resolution.miss_detail / miss_body say the rest).
+STRICT_MISS_STATUS = 503
+STRICT_MISS_REASON = "strict miss"
 MAX_MATCH_VALUE = 1024  # Istio's regex cap; Gateway API paths allow no more either
 _ISTIO_IGNORED_HEADERS = frozenset({"uri", "scheme", "method", "authority"})
 # RE2 (Envoy, Istio) has no look-around or back-references; reject them where Python would accept.
@@ -160,13 +165,14 @@ class Resolution:
 
     ``candidates`` are the lanes along the walk that deploy the service, in order: the first
     serves, the rest take over when it has no healthy endpoint (non-strict walks end with the
-    baseline). Empty means a strict miss.
+    baseline). Empty means a strict miss: ``strict_lane`` is where the walk stopped.
     """
 
     service: str
     lane: str
     candidates: tuple[str, ...]
     canary: Canary | None = None  # set only where the lane is the baseline and S has a canary
+    strict_lane: str | None = None  # the strict lane that ends the walk; None: it reaches baseline
 
     @property
     def serving(self) -> str | None:
@@ -179,6 +185,28 @@ class Resolution:
     @property
     def is_fallback(self) -> bool:
         return bool(self.candidates) and self.candidates[0] != self.lane
+
+    @property
+    def miss_detail(self) -> str:
+        """A strict miss in words, naming the strict lane where the walk stopped (which is not
+        the request's lane when that lane falls back into a strict one)."""
+        strict = self.strict_lane or self.lane
+        if strict == self.lane:
+            return f"strict lane {strict} does not deploy {self.service}"
+        return (
+            f"lane {self.lane} falls back to strict lane {strict}, "
+            f"which does not deploy {self.service}"
+        )
+
+    def miss_body(self) -> str:
+        """The JSON body of a strict miss (compact, one line), as the sidecar and Istio send it:
+        ``{"status":503,"reason":"strict miss","service":S,"lane":L,"detail":...}``."""
+        # Service and lane names are RFC 1123 labels and the detail is built from them and plain
+        # words: nothing here needs a JSON escape, so no encoder runs per route.
+        return (
+            f'{{"status":{STRICT_MISS_STATUS},"reason":"{STRICT_MISS_REASON}",'
+            f'"service":"{self.service}","lane":"{self.lane}","detail":"{self.miss_detail}"}}'
+        )
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -197,6 +225,7 @@ class Topology:
 
     def __post_init__(self) -> None:
         chains = {name: self._walk(name) for name in (self.baseline, *self.lanes)}
+        stops = {k: (c[-1] if c[-1] != self.baseline else None) for k, c in chains.items()}
         routes: dict[str, Mapping[str, Resolution]] = {}
         for sname, svc in self.services.items():
             per_lane = {}
@@ -206,6 +235,7 @@ class Topology:
                     lane,
                     tuple(x for x in chain if x in svc.versions),
                     svc.canary if lane == self.baseline else None,
+                    stops[lane],
                 )
             routes[sname] = MappingProxyType(per_lane)
         object.__setattr__(self, "chains", MappingProxyType(chains))
@@ -250,6 +280,18 @@ class Topology:
 
     def namespace_of(self, service: str) -> str:
         return self.services[service].namespace or self.namespace
+
+    def host_names(self, service: str) -> tuple[str, ...]:
+        """The names a request may use for ``service`` (``Host`` without the port): short,
+        ``name.ns``, ``name.ns.svc`` and the cluster FQDN, last. Every data plane serves these
+        (Envoy and the sidecar also with ``:port``; Istio routes the FQDN)."""
+        ns = self.namespace_of(service)
+        return (
+            service,
+            f"{service}.{ns}",
+            f"{service}.{ns}.svc",
+            f"{service}.{ns}.svc.cluster.local",
+        )
 
     # -- construction ---------------------------------------------------------------------
 

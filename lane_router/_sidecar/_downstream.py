@@ -37,6 +37,7 @@ from lane_router._sidecar._http import (
     drop_connection_named,
     error_response,
 )
+from lane_router._topology import STRICT_MISS_REASON, STRICT_MISS_STATUS
 
 if TYPE_CHECKING:
     from lane_router._sidecar._server import Sidecar
@@ -389,7 +390,8 @@ class ClientConnection(asyncio.Protocol):
             ex.err = (508, "loop detected", f"{sc.hops_header} reached {sc.max_hops}")
             return
         if not route.pools:
-            ex.err = (503, "strict miss", f"strict lane {route.lane} does not deploy {service}")
+            miss = table.topology.routes[service][route.lane]  # cold path: the one wording
+            ex.err = (STRICT_MISS_STATUS, STRICT_MISS_REASON, miss.miss_detail)
             return
         headers = self.headers
         if self.conn_tokens is not None:

@@ -167,13 +167,7 @@ class RouteTable:
         self._lane_cache: dict[bytes, str | None] = {}
         self._baggage_cache: dict[bytes, str | None] = {}
         for sname, svc in topology.services.items():
-            ns = topology.namespace_of(sname)
-            for name in (
-                sname,
-                f"{sname}.{ns}",
-                f"{sname}.{ns}.svc",
-                f"{sname}.{ns}.svc.cluster.local",
-            ):
+            for name in topology.host_names(sname):  # any port: the sidecar listens on one
                 self.hosts[name] = sname
             pools: dict[str, Pool] = {}
             for lane, eps in svc.versions.items():

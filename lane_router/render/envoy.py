@@ -32,7 +32,13 @@ from importlib import resources
 from typing import Any
 
 from lane_router._address import split_hostport
-from lane_router._topology import Canary, ContentMatch, Endpoint, Resolution, Topology
+from lane_router._topology import (
+    STRICT_MISS_STATUS,
+    Canary,
+    ContentMatch,
+    Endpoint,
+    Topology,
+)
 
 __all__ = [
     "LISTENER_NAME",
@@ -141,18 +147,8 @@ def _is_ip(host: str) -> bool:
 
 
 def _domains(topology: Topology, service: str) -> list[str]:
-    ns = topology.namespace_of(service)
     port = topology.services[service].port
-    names = [service, f"{service}.{ns}", f"{service}.{ns}.svc", f"{service}.{ns}.svc.cluster.local"]
-    return [d for name in names for d in (name, f"{name}:{port}")]
-
-
-def _strict_miss_body(topology: Topology, res: Resolution) -> str:
-    return (
-        f"lane {res.lane!r} is strict and does not deploy service {res.service!r}"
-        if res.lane in topology.lanes and topology.lanes[res.lane].strict
-        else f"lane {res.lane!r} reaches a strict lane that does not deploy {res.service!r}"
-    )
+    return [d for name in topology.host_names(service) for d in (name, f"{name}:{port}")]
 
 
 def _retry_policy(attempts: int, *, replay: bool) -> dict[str, Any]:
@@ -290,8 +286,8 @@ def _virtual_host(topology: Topology, service: str) -> dict[str, Any]:
         if res.strict_miss:
             action = {
                 "direct_response": {
-                    "status": 503,
-                    "body": {"inline_string": _strict_miss_body(topology, res)},
+                    "status": STRICT_MISS_STATUS,
+                    "body": {"inline_string": res.miss_detail},  # "error" in the JSON reply
                 }
             }
             routes.append(_route(service, lane, _lane_match(topology, lane), action))

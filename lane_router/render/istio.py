@@ -43,12 +43,11 @@ baggage guard needs istiod's translation of ``withoutHeaders`` (``invert_match``
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from typing import Any
 
-from lane_router._topology import Canary, Topology
+from lane_router._topology import STRICT_MISS_STATUS, Canary, Topology
 from lane_router.render._common import DNS_LABEL, DNS_NAME, MANAGED_BY, check_label_key, gc_paused
 from lane_router.render._match import VALID_LANE_REGEX, baggage_regex
 
@@ -58,7 +57,6 @@ __all__ = [
     "render_istio",
     "render_istio_host",
     "render_istio_ingress",
-    "strict_miss_body",
 ]
 
 API_VERSION = "networking.istio.io/v1"
@@ -69,26 +67,7 @@ _NO_ESCAPE = re.compile(r"[-a-z0-9 ,.]*")
 
 
 def fqdn(topology: Topology, service: str) -> str:
-    return f"{service}.{topology.namespace_of(service)}.svc.cluster.local"
-
-
-def strict_miss_body(topology: Topology, lane: str, service: str) -> str:
-    """The JSON body of a strict miss, the shape the sidecar answers with (compact, one line)."""
-    strict = topology.chains[lane][-1]
-    detail = (
-        f"strict lane {lane} does not deploy {service}"
-        if strict == lane
-        else f"lane {lane} falls back to strict lane {strict}, which does not deploy {service}"
-    )
-    return (
-        f'{{"status":503,"reason":"strict miss","service":{_json(service)},'
-        f'"lane":{_json(lane)},"detail":{_json(detail)}}}'
-    )
-
-
-def _json(text: str) -> str:
-    # Names are DNS labels and the detail is built from them: JSON escapes none of that.
-    return f'"{text}"' if _NO_ESCAPE.fullmatch(text) else json.dumps(text)
+    return topology.host_names(service)[-1]
 
 
 def _metadata(name: str, namespace: str) -> dict[str, Any]:
@@ -143,9 +122,9 @@ def _http_routes(
             for route in (header_route, baggage_route):
                 route["route"] = [{"destination": {"host": host, "subset": candidates[0]}}]
         else:
-            body = strict_miss_body(topology, lane, service)
+            body = table[lane].miss_body()
             for route in (header_route, baggage_route):
-                route["directResponse"] = {"status": 503, "body": {"string": body}}
+                route["directResponse"] = {"status": STRICT_MISS_STATUS, "body": {"string": body}}
                 route["headers"] = {"response": {"set": {"content-type": "application/json"}}}
         by_header.append(header_route)
         by_baggage.append(baggage_route)

@@ -173,7 +173,7 @@ async def test_every_request_reaches_the_predicted_version(
                     and ctype.startswith("application/json")
                     and body.get("service") == svc
                     and body.get("lane") == lane
-                    and "strict" in body.get("error", "")
+                    and body.get("error") == topo.resolve(svc, lane).miss_detail
                 )
             else:
                 ok = (
@@ -190,7 +190,9 @@ async def test_every_request_reaches_the_predicted_version(
     assert not failures, f"{len(failures)} of {len(cases)} wrong:\n" + "\n".join(failures[:20])
 
 
-async def test_strict_miss_is_a_json_503_naming_lane_and_service(envoy: EnvoyProcess) -> None:
+async def test_strict_miss_is_a_json_503_naming_lane_and_service(
+    topo: Topology, envoy: EnvoyProcess
+) -> None:
     async with (
         aiohttp.ClientSession() as session,
         session.get(
@@ -202,7 +204,11 @@ async def test_strict_miss_is_a_json_503_naming_lane_and_service(envoy: EnvoyPro
         body = json.loads(await resp.read())
     assert body["service"] == "productpage"
     assert body["lane"] == "hotfix-ui"
-    assert "hotfix-ui" in body["error"] and "productpage" in body["error"]
+    # hotfix-ui falls back to the strict lane hotfix: the answer names where the walk stopped.
+    assert body["error"] == (
+        "lane hotfix-ui falls back to strict lane hotfix, which does not deploy productpage"
+    )
+    assert body["error"] == topo.resolve("productpage", "hotfix-ui").miss_detail
 
 
 async def test_unknown_host_is_a_json_404(envoy: EnvoyProcess) -> None:

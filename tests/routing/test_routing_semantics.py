@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from routing_corpus import INVALID, UNKNOWN, topology
 
@@ -36,6 +38,48 @@ def test_fallback_walk(service: str, lane: str, candidates: tuple[str, ...]) -> 
     assert res.serving == (candidates[0] if candidates else None)
     assert res.is_fallback == bool(candidates and candidates[0] != lane)
     assert TOPO.routes[service][lane] == res
+
+
+@pytest.mark.parametrize(
+    ("service", "lane", "detail"),
+    [
+        ("details", "hotfix", "strict lane hotfix does not deploy details"),
+        (
+            "productpage",
+            "qa",
+            "lane qa falls back to strict lane hotfix, which does not deploy productpage",
+        ),
+    ],
+)
+def test_strict_miss_names_the_strict_lane_where_the_walk_stopped(
+    service: str, lane: str, detail: str
+) -> None:
+    res = TOPO.routes[service][lane]
+    assert res.strict_miss and res.strict_lane == "hotfix"
+    assert res.miss_detail == detail
+    assert json.loads(res.miss_body()) == {
+        "status": 503,
+        "reason": "strict miss",
+        "service": service,
+        "lane": lane,
+        "detail": detail,
+    }
+
+
+def test_every_walk_records_its_strict_stop() -> None:
+    for table in TOPO.routes.values():
+        for lane, res in table.items():
+            last = TOPO.chains[lane][-1]
+            assert res.strict_lane == (None if last == TOPO.baseline else last)
+
+
+def test_host_names_of_a_service() -> None:
+    assert TOPO.host_names("ratings") == (
+        "ratings",
+        "ratings.data",
+        "ratings.data.svc",
+        "ratings.data.svc.cluster.local",
+    )
 
 
 @pytest.mark.parametrize("lane", [None, UNKNOWN, *INVALID])

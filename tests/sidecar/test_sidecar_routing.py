@@ -22,6 +22,7 @@ def mesh(tmp_path_factory: Any) -> Iterator[tuple[Any, Topology, dict[str, Any]]
         reviews={lane: [u.endpoint] for lane, u in ups.items() if lane != "hotfix"},
         ratings={"baseline": [ups["baseline"].endpoint], "hotfix": [ups["hotfix"].endpoint]},
     )
+    topo["lanes"]["hotfix-qa"] = {"fallback": "hotfix"}  # a walk that ends in a strict lane
     sc = start_sidecar(tmp_path_factory.mktemp("mesh"), topo)
     try:
         yield sc, topology_from_dict(topo), ups
@@ -67,6 +68,7 @@ CASES = [
     ({"x-lane": "feature-a"}, "feature-a"),
     ({"x-lane": "feature-b"}, "feature-b"),  # falls back to feature-a for reviews
     ({"x-lane": "hotfix"}, "hotfix"),  # strict: 503 for reviews, its own ratings
+    ({"x-lane": "hotfix-qa"}, "hotfix-qa"),  # -> strict hotfix: 503 naming hotfix for reviews
     ({"x-lane": "nope"}, "nope"),  # valid, undeclared: baseline
     ({"x-lane": "Feature-A"}, None),  # invalid: no lane
     ({"baggage": "k=v, lane=feature-a;ttl=60"}, "feature-a"),
@@ -87,13 +89,21 @@ def test_version_is_the_routing_cores(
     status, _, body = request(sc, "/", host=service, headers=headers)
     if res.strict_miss:
         assert status == 503
+        strict = topo.chains[res.lane][-1]  # where the walk stopped, not the requested lane
+        detail = (
+            f"strict lane {strict} does not deploy {service}"
+            if strict == res.lane
+            else f"lane {res.lane} falls back to strict lane {strict}, which does not deploy "
+            f"{service}"
+        )
         assert body == {
             "status": 503,
             "reason": "strict miss",
             "service": service,
             "lane": res.lane,
-            "detail": f"strict lane {res.lane} does not deploy {service}",
+            "detail": detail,
         }
+        assert body == json.loads(res.miss_body())  # the one definition, as Istio sends it
         return
     assert status == 200
     assert body["served"] == res.serving
