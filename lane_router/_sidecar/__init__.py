@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 
 from lane_router._sidecar._config import SidecarConfig, format_hostport, parse_hostport
 from lane_router._sidecar._server import Sidecar, serve
@@ -38,6 +39,7 @@ def _tune_malloc() -> None:
 def run(config: SidecarConfig) -> int:
     """Run the sidecar in a fresh uvloop loop; 2 if the topology is invalid, 1 if it cannot bind."""
     _tune_malloc()
+    factory: Callable[[], asyncio.AbstractEventLoop]
     try:
         import uvloop
 

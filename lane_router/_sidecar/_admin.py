@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from httptools import HttpParserError, HttpRequestParser
 
 from lane_router._sidecar._config import format_hostport
 from lane_router._sidecar._http import reason_phrase
-
-if TYPE_CHECKING:
-    from lane_router._sidecar._server import Sidecar
+from lane_router._sidecar._ports import AdminView
 
 __all__ = ["admin_response", "start_admin"]
 
@@ -32,7 +30,7 @@ def _json(status: int, doc: Any) -> tuple[int, str, bytes]:
     return status, _JSON, json.dumps(doc, indent=1, sort_keys=False).encode() + b"\n"
 
 
-def admin_response(sidecar: Sidecar, method: str, path: str) -> tuple[int, str, bytes]:
+def admin_response(sidecar: AdminView, method: str, path: str) -> tuple[int, str, bytes]:
     """(status, content type, body) for one admin request."""
     path = path.split("?", 1)[0]
     if method not in ("GET", "HEAD"):
@@ -84,7 +82,7 @@ def _encode(status: int, ctype: str, body: bytes, head_only: bool) -> bytes:
 
 
 class _AdminConnection(asyncio.Protocol):
-    def __init__(self, sidecar: Sidecar) -> None:
+    def __init__(self, sidecar: AdminView) -> None:
         self.sidecar = sidecar
         self.parser = HttpRequestParser(self)
         self.transport: Any = None
@@ -142,7 +140,7 @@ class _BuiltinAdmin:
 
 
 async def start_admin(
-    sidecar: Sidecar, host: str, port: int, *, server: str = "builtin"
+    sidecar: AdminView, host: str, port: int, *, server: str = "builtin"
 ) -> tuple[Any, str]:
     """Start the admin server; returns (an object with ``cleanup()``, "host:port" bound)."""
     if server == "aiohttp":
@@ -154,7 +152,7 @@ async def start_admin(
     return _BuiltinAdmin(srv), format_hostport(addr[0], addr[1])
 
 
-async def _start_aiohttp(sidecar: Sidecar, host: str, port: int) -> tuple[Any, str]:
+async def _start_aiohttp(sidecar: AdminView, host: str, port: int) -> tuple[Any, str]:
     from aiohttp import web
 
     async def handle(request: web.Request) -> web.Response:

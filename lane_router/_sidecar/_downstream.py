@@ -1,7 +1,8 @@
 """The client side: one asyncio Protocol per accepted connection, parsing with httptools.
 
-State is split by lifetime: the sidecar (per process), this object (per connection, with the
-fields of the request head being parsed), and :class:`Exchange` (per request).
+State is split by lifetime: the sidecar (per process), this object (per connection), a
+:class:`RequestHead` (the head being parsed), the decision on it (``_decide``, pure) and an
+:class:`Exchange` (per request in flight).
 """
 
 from __future__ import annotations
@@ -10,16 +11,16 @@ import asyncio
 import logging
 import select
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from httptools import (
     HttpParserCallbackError,
     HttpParserError,
     HttpParserUpgrade,
     HttpRequestParser,
-    parse_url,
 )
 
+from lane_router._sidecar._decide import Forward, RequestHead, decide, upstream_head
 from lane_router._sidecar._exchange import Exchange
 from lane_router._sidecar._http import (
     B_PENDING,
@@ -34,20 +35,14 @@ from lane_router._sidecar._http import (
     H_LANE,
     H_TE,
     H_XFF,
-    drop_connection_named,
     error_response,
 )
-from lane_router._topology import STRICT_MISS_REASON, STRICT_MISS_STATUS
-
-if TYPE_CHECKING:
-    from lane_router._sidecar._server import Sidecar
-    from lane_router._sidecar._table import CanaryRoute, Route
+from lane_router._sidecar._ports import Proxy
 
 __all__ = ["ClientConnection"]
 
 log = logging.getLogger("lane_router.sidecar")
 
-_IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 K_IDLE = 0  # waiting for a request: close quietly at the deadline
 K_HEAD = 1  # a request head is arriving: 408 at the deadline (slowloris)
 _GONE = select.POLLERR | select.POLLHUP  # reset, or closed both ways: nobody is there
@@ -65,39 +60,25 @@ class _Reject(Exception):
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
-        "baggage",
         "block_mask",
-        "cl",
         "closed",
-        "conn_tokens",
         "cur",
         "deadline",
-        "dup_host",
-        "expect",
         "head_bytes",
-        "headers",
-        "hops",
-        "host",
-        "hsize",
         "in_head",
         "kind",
-        "lanes",
         "parser",
         "parsing",
         "peer",
         "queue",
+        "req",
         "sc",
         "special",
-        "started",
-        "te",
-        "te_other",
         "transport",
-        "url",
         "write_paused",
-        "xff",
     )
 
-    def __init__(self, sc: Sidecar) -> None:
+    def __init__(self, sc: Proxy) -> None:
         self.sc = sc
         self.transport: Any = None
         self.parser = HttpRequestParser(self)
@@ -113,24 +94,7 @@ class ClientConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.kind = K_IDLE
         self.special = sc.table.special
-        self._reset_head(0.0)
-
-    def _reset_head(self, now: float) -> None:
-        self.started = now
-        self.url = b""
-        self.hsize = 0
-        self.headers: list[bytes] = []
-        self.host: bytes | None = None
-        self.dup_host = False
-        self.lanes: list[bytes] | None = None
-        self.baggage: list[bytes] | None = None
-        self.conn_tokens: list[bytes] | None = None
-        self.te = False
-        self.te_other = False
-        self.cl: bytes | None = None
-        self.expect = False
-        self.xff: list[bytes] | None = None
-        self.hops = 0
+        self.req = RequestHead(0.0)
 
     # -- asyncio --------------------------------------------------------------------------
 
@@ -235,58 +199,59 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         now = self.sc.loop.time()
-        self._reset_head(now)
+        self.req = RequestHead(now)
         self.special = self.sc.table.special
         self.in_head = True
         self.deadline = now + self.sc.header_timeout
         self.kind = K_HEAD
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
+        self.req.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self.in_head:
             return  # trailers of a chunked request are not forwarded
-        self.hsize += len(name) + len(value) + 4
+        req = self.req
+        req.hsize += len(name) + len(value) + 4
         kind = self.special.get(name.lower())
         if kind is None:
-            self.headers += (name, b": ", value, b"\r\n")
+            req.headers += (name, b": ", value, b"\r\n")
         elif kind == H_HOST:
-            if self.host is not None:
-                self.dup_host = True
-            self.host = value
+            if req.host is not None:
+                req.dup_host = True
+            req.host = value
         elif kind == H_LANE:
-            if self.lanes is None:
-                self.lanes = [value]
+            if req.lanes is None:
+                req.lanes = [value]
             else:
-                self.lanes.append(value)
+                req.lanes.append(value)
         elif kind == H_BAGGAGE:
-            self.headers += (name, b": ", value, b"\r\n")
-            if self.baggage is None:
-                self.baggage = [value]
+            req.headers += (name, b": ", value, b"\r\n")
+            if req.baggage is None:
+                req.baggage = [value]
             else:
-                self.baggage.append(value)
+                req.baggage.append(value)
         elif kind == H_CL:
-            self.cl = value
+            req.cl = value
         elif kind == H_TE:
-            if self.te or value.strip(b" \t").lower() != b"chunked":
-                self.te_other = True  # a coding we would have to undo: 501
-            self.te = True
+            if req.te or value.strip(b" \t").lower() != b"chunked":
+                req.te_other = True  # a coding we would have to undo: 501
+            req.te = True
         elif kind == H_CONNECTION:
-            if self.conn_tokens is None:
-                self.conn_tokens = [value]
+            if req.conn_tokens is None:
+                req.conn_tokens = [value]
             else:
-                self.conn_tokens.append(value)
+                req.conn_tokens.append(value)
         elif kind == H_XFF:
-            if self.xff is None:
-                self.xff = [value]
+            if req.xff is None:
+                req.xff = [value]
             else:
-                self.xff.append(value)
+                req.xff.append(value)
         elif kind == H_HOPS:
             value = value.strip()
-            self.hops = int(value) if value.isdigit() and len(value) < 6 else 0
+            req.hops = int(value) if value.isdigit() and len(value) < 6 else 0
         elif kind == H_EXPECT:
-            self.expect = value.strip().lower() == b"100-continue"
+            req.expect = value.strip().lower() == b"100-continue"
         # H_HOP: dropped
 
     def on_headers_complete(self) -> None:
@@ -294,22 +259,24 @@ class ClientConnection(asyncio.Protocol):
         self.head_bytes = 0
         sc = self.sc
         parser = self.parser
-        ex = Exchange(self, self.started)
-        self.parsing = ex
-        ex.keep_alive = parser.should_keep_alive()
-        ex.client_10 = parser.get_http_version() == "1.0"
-        if self.hsize + len(self.url) > sc.max_header_bytes:
+        req = self.req
+        if req.hsize + len(req.url) > sc.max_header_bytes:
             raise _Reject(431, "header too large", f"over {sc.max_header_bytes} bytes")
-        cl = self.cl
-        method = parser.get_method()
-        if self.te or (cl is not None and cl.strip(b" \t0")):
-            ex.replayable = False
-        else:  # no body: llhttp completes the message right after this callback
+        req.method = parser.get_method()
+        req.keep_alive = parser.should_keep_alive()
+        req.http10 = parser.get_http_version() == "1.0"
+        has_body = req.has_body
+        req.expect = req.expect and has_body and not req.http10
+        plan = decide(sc.table, req, max_hops=sc.max_hops, hops_header=sc.hops_header)
+        if isinstance(plan, Forward):
+            wire = upstream_head(sc.table, req, plan, self.peer, sc.hops_line[req.hops])
+        else:
+            wire = b""
+        ex = Exchange(self, sc, req, plan, wire)
+        self.parsing = ex
+        if not has_body:  # llhttp completes the message right after this callback
             ex.client_done = True
-            # Re-sent after a reset only if idempotent (RFC 9110 9.2.2): a bodiless POST the
-            # upstream may have applied is never sent twice.
-            ex.replayable = method in _IDEMPOTENT
-        self._plan(ex, method)
+            ex.replayable = req.replayable
         if self.cur is None:
             self.cur = ex
             ex.start()
@@ -333,113 +300,6 @@ class ClientConnection(asyncio.Protocol):
         if self.cur is None:  # answered before its end (an error): now idle, not mid-head
             self.deadline = self.sc.loop.time() + self.sc.keepalive_timeout
             self.kind = K_IDLE
-
-    # -- the routing decision -------------------------------------------------------------
-
-    def _plan(self, ex: Exchange, method: bytes) -> None:
-        """Fill ``ex`` with the route and the forwarded head, or with the error to answer."""
-        sc = self.sc
-        table = sc.table
-        url = self.url
-        authority = self.host
-        ex.is_head = method == b"HEAD"  # also our own errors must not send it a body
-        if self.dup_host:
-            ex.err = (400, "bad request", "more than one Host header")
-            ex.keep_alive = False
-            return
-        if method == b"CONNECT":
-            ex.err = (405, "method not allowed", "CONNECT is not supported")
-            ex.keep_alive = False
-            return
-        if url[:1] != b"/" and url != b"*":
-            # absolute-form (a client using the sidecar as HTTP_PROXY): the target wins
-            try:
-                parts = parse_url(url)
-            except Exception:
-                ex.err = (400, "bad request", "unparsable request target")
-                ex.keep_alive = False
-                return
-            if (parts.schema or b"").lower() != b"http" or not parts.host:
-                ex.err = (400, "bad request", "only http:// absolute targets are proxied")
-                ex.keep_alive = False
-                return
-            authority = parts.host if parts.port is None else b"%s:%d" % (parts.host, parts.port)
-            url = (parts.path or b"/") + (b"?" + parts.query if parts.query else b"")
-        if self.te_other:
-            ex.err = (501, "unsupported transfer-encoding", "only chunked is proxied")
-            ex.keep_alive = False
-            return
-        if not authority:
-            ex.err = (400, "bad request", "no Host header")
-            ex.keep_alive = False
-            return
-        service = table.service_for_host(authority)
-        lane = table.lane_of(self.lanes, self.baggage)
-        if service is None:
-            ex.lane = table.topology.effective_lane(lane)  # never a raw client value
-            ex.err = (404, "unknown service", f"no service for host {_shown(authority)}")
-            ex.asked = _shown(authority)
-            return
-        route = table.route(service, lane)
-        if route.canary is not None:  # the one check a service without a canary pays
-            route = self._canary(route.canary, route, url, authority)
-        ex.service = service
-        ex.lane = route.lane
-        ex.route = route
-        if self.hops >= sc.max_hops:
-            ex.err = (508, "loop detected", f"{sc.hops_header} reached {sc.max_hops}")
-            return
-        if not route.pools:
-            miss = table.topology.routes[service][route.lane]  # cold path: the one wording
-            ex.err = (STRICT_MISS_STATUS, STRICT_MISS_REASON, miss.miss_detail)
-            return
-        headers = self.headers
-        if self.conn_tokens is not None:
-            headers = drop_connection_named(headers, self.conn_tokens)
-        parts_out = [method, b" ", url, b" HTTP/1.1\r\nhost: ", authority, b"\r\n", *headers]
-        if lane is not None:  # the routing header is always re-emitted validated, whichever
-            # carrier held the lane (so a baggage-only lane reaches the next hop as x-lane too)
-            parts_out += (table.header, b": ", lane.encode("ascii"), b"\r\n")
-        xff = self.peer if self.xff is None else b", ".join((*self.xff, self.peer))
-        parts_out += (b"x-forwarded-for: ", xff, b"\r\n", sc.hops_line[self.hops])
-        if self.te:
-            ex.chunked_up = True
-            parts_out.append(b"transfer-encoding: chunked\r\n\r\n")
-        elif self.cl is not None:
-            parts_out += (b"content-length: ", self.cl, b"\r\n\r\n")
-        else:
-            parts_out.append(b"\r\n")
-        ex.expect = self.expect and not ex.client_10 and not ex.client_done
-        ex.head = b"".join(parts_out)
-
-    def _canary(self, canary: CanaryRoute, route: Route, url: bytes, authority: bytes) -> Route:
-        """A baseline request to a service with a canary: :meth:`Canary.takes` decides."""
-        if not canary.canary.matches:
-            return canary.route if canary.takes_by_weight() else route
-        found: dict[str, list[str]] = {}
-        needs = canary.needs
-        if needs:
-            h = self.headers
-            for i in range(0, len(h), 4):
-                name = h[i].lower()
-                if name in needs:
-                    found.setdefault(name.decode("latin-1"), []).append(
-                        h[i + 2].strip(b" \t").decode("latin-1")
-                    )
-            # Fields the parser keeps apart from the copied ones (the lane header cannot be
-            # matched: the topology forbids it; hop-by-hop fields belong to this hop only).
-            for name, values in (
-                (b"host", [authority]),
-                (b"content-length", [self.cl] if self.cl is not None else None),
-                (b"x-forwarded-for", self.xff),
-                (b"connection", self.conn_tokens),
-            ):
-                if values and name in needs:
-                    found[name.decode("ascii")] = [
-                        v.strip(b" \t").decode("latin-1") for v in values
-                    ]
-        path = url.partition(b"?")[0].decode("latin-1")
-        return canary.route if canary.takes(lambda n: found.get(n, ()), path) else route
 
     # -- ending ---------------------------------------------------------------------------
 
@@ -522,7 +382,7 @@ class ClientConnection(asyncio.Protocol):
                 self.block(B_PIPE)
             return
         if not self.closed:
-            self.sc.metrics.observe("-", "-", "-", status, self.sc.loop.time() - self.started)
+            self.sc.metrics.observe("-", "-", "-", status, self.sc.loop.time() - self.req.started)
             self.transport.write(
                 error_response(status, reason, service=None, lane=None, close=True, detail=detail)
             )
@@ -549,7 +409,3 @@ class ClientConnection(asyncio.Protocol):
                     )
                 )
                 self.close()
-
-
-def _shown(raw: bytes) -> str:
-    return raw[:253].decode("latin-1")

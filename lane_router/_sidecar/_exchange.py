@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from typing import TYPE_CHECKING
+from typing import cast
 
+from lane_router._sidecar._decide import Forward, Refusal, RequestHead
 from lane_router._sidecar._http import (
     B_PENDING,
     CONTINUE,
@@ -20,12 +21,9 @@ from lane_router._sidecar._http import (
     error_response,
     reason_phrase,
 )
+from lane_router._sidecar._ports import Client, Proxy, Upstream
+from lane_router._sidecar._table import EndpointState, Route
 from lane_router._sidecar._upstream import UpstreamConnection
-
-if TYPE_CHECKING:
-    from lane_router._sidecar._downstream import ClientConnection
-    from lane_router._sidecar._server import Sidecar
-    from lane_router._sidecar._table import EndpointState, Route
 
 __all__ = ["Exchange"]
 
@@ -37,70 +35,68 @@ _KEEP_ALIVE = b"connection: keep-alive\r\n"
 _CHUNKED = b"transfer-encoding: chunked\r\n"
 
 
+class _Retry:
+    """The endpoint walk after a failure (rare, so kept off the exchange): endpoints tried,
+    the last error (shown when every endpoint failed), whether a reset was replayed."""
+
+    __slots__ = ("last_error", "replayed", "tried")
+
+    def __init__(self) -> None:
+        self.tried: list[EndpointState] = []
+        self.last_error: str | None = None
+        self.replayed = False
+
+
 class Exchange:
+    """One request in flight. What the request is (:class:`RequestHead`) and what it gets
+    (:class:`Forward` or :class:`Refusal`) are decided before it exists; this holds only what
+    changes while it runs: the upstream connection, body flow, response state, deadlines."""
+
     __slots__ = (
-        "asked",
         "chunk_out",
-        "chunked_up",
-        "client_10",
         "client_done",
         "conn",
         "connect_deadline",
         "dead",
         "done",
         "ep",
-        "err",
-        "expect",
-        "head",
         "idle_deadline",
-        "is_head",
         "keep_alive",
-        "lane",
-        "last_error",
         "pending",
         "pending_size",
+        "plan",
         "replayable",
-        "replayed",
+        "req",
         "response_started",
-        "route",
+        "retry",
         "sc",
         "served_by",
-        "service",
-        "started",
         "status",
         "task",
         "total_deadline",
         "touched",
-        "tried",
         "up",
+        "wire",
     )
 
-    def __init__(self, conn: ClientConnection, started: float) -> None:
+    def __init__(
+        self, conn: Client, sc: Proxy, req: RequestHead, plan: Forward | Refusal, wire: bytes
+    ) -> None:
         self.conn = conn
-        self.sc: Sidecar = conn.sc
-        self.started = started
-        self.service = "-"  # metrics label: a topology name or "-"
-        self.asked: str | None = None  # what the client named, for an unknown service
-        self.lane = "-"
+        self.sc = sc
+        self.req = req
+        self.plan = plan
+        self.wire = wire  # the head to send upstream (empty for a refusal)
+        self.keep_alive = req.keep_alive and not (isinstance(plan, Refusal) and plan.close)
         self.served_by = "-"
-        self.route: Route | None = None
-        self.head = b""
-        self.err: tuple[int, str, str | None] | None = None
-        self.keep_alive = True
-        self.client_10 = False
-        self.is_head = False
-        self.expect = False
-        self.chunked_up = False
-        self.replayable = True
-        self.replayed = False
         self.client_done = False
+        self.replayable = False
         self.pending: list[bytes] | None = None
         self.pending_size = 0
-        self.up: UpstreamConnection | None = None
+        self.up: Upstream | None = None
         self.ep: EndpointState | None = None
-        self.tried: list[EndpointState] | None = None
+        self.retry: _Retry | None = None
         self.task: asyncio.Task[None] | None = None
-        self.last_error: str | None = None
         self.status = 0
         self.response_started = False
         self.chunk_out = False
@@ -111,19 +107,31 @@ class Exchange:
         self.idle_deadline = math.inf
         self.total_deadline = math.inf
 
+    @property
+    def service(self) -> str:
+        return self.plan.service
+
+    @property
+    def lane(self) -> str:
+        return self.plan.lane
+
+    @property
+    def is_head(self) -> bool:
+        return self.req.method == b"HEAD"  # also our own errors must not send it a body
+
     # -- start ----------------------------------------------------------------------------
 
     def start(self) -> None:
         """Become the connection's active exchange."""
-        if self.err is not None:
-            status, reason, detail = self.err
-            self.reply_error(status, reason, detail)
+        plan = self.plan
+        if isinstance(plan, Refusal):
+            self.reply_error(plan.status, plan.reason, plan.detail)
             return
         sc = self.sc
         now = sc.loop.time()
         self.idle_deadline = now + sc.idle_timeout
-        self.total_deadline = self.started + sc.request_timeout
-        self.acquire(now)
+        self.total_deadline = self.req.started + sc.request_timeout
+        self.acquire(now, plan.route)
 
     def start_safely(self) -> None:
         try:
@@ -132,38 +140,40 @@ class Exchange:
         except Exception as exc:
             self.internal(exc)
 
-    def acquire(self, now: float) -> None:
-        """Pick an endpoint (fallback order, round robin, healthy first) and get a connection."""
-        tried = self.tried
-        ep = None
-        for pool in self.route.pools:  # type: ignore[union-attr]
-            ep = pool.pick(now, tried)
-            if ep is not None:
-                self.served_by = pool.lane
-                break
-        else:
-            # No healthy endpoint in any candidate lane: try the ejected ones anyway (in the
-            # same order), as Envoy's panic mode does, so a recovered upstream is used at once.
-            for pool in self.route.pools:  # type: ignore[union-attr]
-                for cand in pool.endpoints:
-                    if tried is None or cand not in tried:
-                        ep = cand
-                        self.served_by = pool.lane
-                        break
-                if ep is not None:
-                    break
-            if ep is None:
-                self.reply_error(503, "no healthy endpoint", self.last_error)
-                return
+    def acquire(self, now: float, route: Route) -> None:
+        """Get a connection to the endpoint the route picks (its policy: fallback order,
+        round robin, healthy first, then panic)."""
+        retry = self.retry
+        picked = route.pick(now, None if retry is None else retry.tried)
+        if picked is None:
+            detail = None if retry is None else retry.last_error
+            self.reply_error(503, "no healthy endpoint", detail)
+            return
+        pool, ep = picked
+        self.served_by = pool.lane
         self.ep = ep
         idle = ep.idle
         while idle:
             up = idle.pop()
             if not up.closed:
-                self.attach(up, True)
+                self.attach(cast(Upstream, up), True)  # pools hold only these
                 return
         self.connect_deadline = now + self.sc.connect_timeout
         self.task = self.sc.loop.create_task(self._connect(ep))
+
+    def _again(self, now: float) -> None:
+        """Walk on after a failure that sent nothing (only a forwarded exchange gets here)."""
+        plan = self.plan
+        if isinstance(plan, Forward):
+            self.acquire(now, plan.route)
+
+    def _failed(self, ep: EndpointState, detail: str) -> _Retry:
+        retry = self.retry
+        if retry is None:
+            retry = self.retry = _Retry()
+        retry.tried.append(ep)
+        retry.last_error = detail
+        return retry
 
     async def _connect(self, ep: EndpointState) -> None:
         sc = self.sc
@@ -179,13 +189,10 @@ class Exchange:
             self.task = None
             try:
                 now = sc.loop.time()
-                self.last_error = f"connect to {ep.label}: {exc.strerror or exc}"
-                sc.eject(ep, now, self.last_error)
-                if self.tried is None:
-                    self.tried = [ep]
-                else:
-                    self.tried.append(ep)
-                self.acquire(now)  # nothing was sent: try the next endpoint or lane
+                detail = f"connect to {ep.label}: {exc.strerror or exc}"
+                sc.eject(ep, now, detail)
+                self._failed(ep, detail)
+                self._again(now)  # nothing was sent: try the next endpoint or lane
             except Exception as bug:
                 self.internal(bug)
             return
@@ -202,24 +209,26 @@ class Exchange:
         except Exception as bug:
             self.internal(bug)
 
-    def attach(self, up: UpstreamConnection, reused: bool) -> None:
+    def attach(self, up: Upstream, reused: bool) -> None:
         self.up = up
         up.begin(self, reused)
         pending = self.pending
+        chunked_end = self.client_done and self.req.te
         if pending:
-            data = [self.head, *pending]
+            data = [self.wire, *pending]
             self.pending = None
             self.pending_size = 0
             self.conn.unblock(B_PENDING)
-            if self.client_done and self.chunked_up:
+            if chunked_end:
                 data.append(LAST_CHUNK)
             up.transport.writelines(data)
-        elif self.client_done and self.chunked_up:
-            up.transport.write(self.head + LAST_CHUNK)
+        elif chunked_end:
+            up.transport.write(self.wire + LAST_CHUNK)
         else:
-            up.transport.write(self.head)  # the common case: one send, no iovec
-        if self.expect and not self.client_done:
-            self.expect = False
+            up.transport.write(self.wire)  # the common case: one send, no iovec
+        req = self.req
+        if req.expect and not self.client_done:
+            req.expect = False
             self.conn.transport.write(CONTINUE)
 
     # -- request body (from the client) ---------------------------------------------------
@@ -228,13 +237,13 @@ class Exchange:
         self.touched = True
         self.replayable = False
         up = self.up
-        if self.chunked_up:
+        if self.req.te:
             pieces: tuple[bytes, ...] = (b"%x\r\n" % len(body), body, b"\r\n")
         else:
             pieces = (body,)
         if up is not None:
             up.transport.writelines(pieces)
-        elif not (self.done or self.dead or self.err):
+        elif not (self.done or self.dead or isinstance(self.plan, Refusal)):
             if self.pending is None:
                 self.pending = list(pieces)
             else:
@@ -246,41 +255,43 @@ class Exchange:
     def client_finished(self) -> None:
         self.client_done = True
         up = self.up
-        if up is not None and self.chunked_up:
+        if up is not None and self.req.te:
             up.transport.write(LAST_CHUNK)
 
     # -- response (from the upstream) -----------------------------------------------------
 
-    def response_head(self, up: UpstreamConnection, status: int) -> None:
+    def response_head(self, up: Upstream, status: int) -> None:
         self.status = status
         self.response_started = True
         headers = up.headers
         if up.conn_tokens is not None:
             headers = drop_connection_named(headers, up.conn_tokens)
         keep = self.keep_alive and self.client_done and not self.sc.draining
-        if self.is_head or status == 204 or status == 304 or up.has_cl:
+        is_head = self.req.method == b"HEAD"
+        client_10 = self.req.http10
+        if is_head or status == 204 or status == 304 or up.has_cl:
             pass
-        elif self.client_10:
+        elif client_10:
             keep = False  # chunked or close-delimited upstream: close-delimited to HTTP/1.0
         else:
             self.chunk_out = True
             headers.append(_CHUNKED)
         if not keep:
             headers.append(_CLOSE)
-        elif self.client_10:
+        elif client_10:
             headers.append(_KEEP_ALIVE)
         self.keep_alive = keep
         up.out.append(
             b"HTTP/1.1 %d %s\r\n%s\r\n"
             % (status, up.reason or reason_phrase(status), b"".join(headers))
         )
-        if self.is_head:
+        if is_head:
             # A response to HEAD has no body, yet some servers send one anyway (aiohttp's
             # StreamResponse does); on a reused connection those bytes would be read as the
             # next request's response. HEAD is rare: never reuse its connection.
             self.response_complete(up, False)
 
-    def response_complete(self, up: UpstreamConnection, reusable: bool | None = None) -> None:
+    def response_complete(self, up: Upstream, reusable: bool | None = None) -> None:
         if reusable is None:
             reusable = up.parser.should_keep_alive()
         if self.chunk_out:
@@ -296,7 +307,7 @@ class Exchange:
             up.close()
         self.finish(self.status)
 
-    def upstream_lost(self, up: UpstreamConnection, exc: Exception | None) -> None:
+    def upstream_lost(self, up: Upstream, exc: Exception | None) -> None:
         self.up = None
         up.ex = None
         if self.done or self.dead:
@@ -310,18 +321,17 @@ class Exchange:
                 # retried as is; a fresh one means the endpoint is going away: eject it and
                 # let the walk pick the next endpoint or lane.
                 now = sc.loop.time()
-                if up.reused and not self.replayed:
-                    self.replayed = True
+                retry = self.retry
+                if up.reused and (retry is None or not retry.replayed):
+                    if retry is None:
+                        retry = self.retry = _Retry()
+                    retry.replayed = True
                 else:
-                    self.last_error = detail
                     sc.metrics.upstream_resets += 1
                     if up.ep.healthy(now):
                         sc.eject(up.ep, now, detail)
-                    if self.tried is None:
-                        self.tried = [up.ep]
-                    else:
-                        self.tried.append(up.ep)
-                self.acquire(now)
+                    self._failed(up.ep, detail)
+                self._again(now)
                 return
             if not up.reused:
                 sc.eject(up.ep, sc.loop.time(), detail)
@@ -376,15 +386,19 @@ class Exchange:
         keep = self.keep_alive and self.client_done and not self.sc.draining
         self.keep_alive = keep
         self.status = status
+        plan = self.plan
         if not conn.closed:
+            service = plan.service
+            if service == "-" and isinstance(plan, Refusal):
+                service = plan.asked  # type: ignore[assignment]
             conn.transport.write(
                 error_response(
                     status,
                     reason,
-                    service=self.asked if self.service == "-" else self.service,
-                    lane=None if self.lane == "-" else self.lane,
+                    service=None if service == "-" else service,
+                    lane=None if plan.lane == "-" else plan.lane,
                     close=not keep,
-                    head_only=self.is_head,
+                    head_only=self.req.method == b"HEAD",
                     detail=detail,
                 )
             )
@@ -413,8 +427,7 @@ class Exchange:
             return
         self.dead = True
         self._drop_upstream()
-        if self.route is not None or self.err is not None:
-            self._record(499)
+        self._record(499)
 
     def _drop_upstream(self) -> None:
         up = self.up
@@ -433,11 +446,13 @@ class Exchange:
         self.done = True
         sc = self.sc
         now = sc.loop.time()
-        sc.metrics.observe(self.service, self.lane, self.served_by, status, now - self.started)
+        plan = self.plan
+        sc.metrics.observe(plan.service, plan.lane, self.served_by, status, now - self.req.started)
         self.conn.exchange_done(self, now)
 
     def _record(self, status: int) -> None:
         sc = self.sc
+        plan = self.plan
         sc.metrics.observe(
-            self.service, self.lane, self.served_by, status, sc.loop.time() - self.started
+            plan.service, plan.lane, self.served_by, status, sc.loop.time() - self.req.started
         )

@@ -16,8 +16,8 @@ from lane_router._document import load_topology
 from lane_router._sidecar._config import SidecarConfig, format_hostport
 from lane_router._sidecar._downstream import ClientConnection
 from lane_router._sidecar._metrics import Metrics
+from lane_router._sidecar._ports import Client, Upstream
 from lane_router._sidecar._table import EndpointState, RouteTable, forget_unused
-from lane_router._sidecar._upstream import UpstreamConnection
 from lane_router._topology import TopologyError
 
 __all__ = ["Sidecar"]
@@ -37,7 +37,7 @@ class Sidecar:
         self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
         self.metrics = Metrics()
         self.registry: dict[tuple[str, int], EndpointState] = {}
-        self.connections: set[ClientConnection] = set()
+        self.connections: set[Client] = set()
         self.draining = False
         self.listening = False
         # Limits and timeouts, flattened (0 = off = inf).
@@ -129,7 +129,7 @@ class Sidecar:
         self.metrics.ejected(ep.label)
         log.warning("ejected %s for %.1fs: %s", ep.label, period, detail)
 
-    def release(self, up: UpstreamConnection) -> None:
+    def release(self, up: Upstream) -> None:
         ep = up.ep
         if (
             up.closed

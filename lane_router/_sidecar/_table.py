@@ -9,20 +9,32 @@ caches from raw header bytes to the validated lane (the rules stay in ``lanes_sd
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from random import random
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from lane_router._sidecar._http import H_HOPS, H_LANE, REQUEST_HEADERS
 from lane_router._topology import Canary, Endpoint, Topology
 from lanes_sdk.wire import lane_from_baggage, lane_from_headers, valid_lane
 
-if TYPE_CHECKING:
-    from lane_router._sidecar._upstream import UpstreamConnection
-
-__all__ = ["CanaryRoute", "EndpointState", "Pool", "Route", "RouteTable", "forget_unused"]
+__all__ = [
+    "CanaryRoute",
+    "EndpointState",
+    "Pool",
+    "Pooled",
+    "Route",
+    "RouteTable",
+    "forget_unused",
+]
 
 _CACHE_MAX = 4096
+
+
+class Pooled(Protocol):
+    """What a pool needs from an idle upstream connection (the upstream module's class)."""
+
+    closed: bool
+
+    def close(self) -> None: ...
 
 
 class EndpointState:
@@ -45,7 +57,7 @@ class EndpointState:
         self.host = endpoint.host
         self.port = endpoint.port
         self.label = str(endpoint)
-        self.idle: list[UpstreamConnection] = []
+        self.idle: list[Pooled] = []
         self.ejected_until = 0.0
         self.fails = 0
         self.ejections = 0
@@ -112,9 +124,27 @@ class Route:
         self.pools = pools
         self.canary = canary
 
+    def pick(
+        self, now: float, tried: list[EndpointState] | None
+    ) -> tuple[Pool, EndpointState] | None:
+        """The endpoint to use: the first pool (fallback order) with a healthy endpoint not
+        yet tried, round robin inside it; with none healthy, the first untried ejected one
+        (Envoy's panic mode: a recovered upstream is used at once). None when all were tried.
+        """
+        for pool in self.pools:
+            ep = pool.pick(now, tried)
+            if ep is not None:
+                return pool, ep
+        for pool in self.pools:
+            for ep in pool.endpoints:
+                if tried is None or ep not in tried:
+                    return pool, ep
+        return None
+
 
 class CanaryRoute:
-    """A baseline route's canary: the decision is :meth:`Canary.takes`, the core's, untouched.
+    """A baseline route's canary: the decision is :meth:`Canary.takes`, the core's, untouched
+    (``_decide`` calls it).
 
     ``route`` serves the canary's share: the canary version first, then the baseline's own
     candidates (a canary without a healthy endpoint falls back to the baseline, no error).
@@ -131,13 +161,6 @@ class CanaryRoute:
         self.needs = frozenset(
             name.encode("ascii") for m in canary.matches for name, _, _ in m.headers
         )
-
-    def takes(self, header_values: Callable[[str], Iterable[str]], path: str) -> bool:
-        return self.canary.takes(header_values, path, random())
-
-    def takes_by_weight(self) -> bool:
-        """The decision when no content match can apply (no matches): the weight alone."""
-        return random() * 100 < self.weight
 
 
 class RouteTable:

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpResponseParser
 
 from lane_router._sidecar._http import B_UPSTREAM, H_CL, H_CONNECTION, H_TE, RESPONSE_HEADERS
-
-if TYPE_CHECKING:
-    from lane_router._sidecar._exchange import Exchange
-    from lane_router._sidecar._table import EndpointState
+from lane_router._sidecar._ports import ExchangeSink
+from lane_router._sidecar._table import EndpointState
 
 __all__ = ["UpstreamConnection"]
 
@@ -56,7 +54,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.ep = ep
         self.transport: Any = None
         self.parser = HttpResponseParser(self)
-        self.ex: Exchange | None = None
+        self.ex: ExchangeSink | None = None
         self.closed = False
         self.reused = False
         self.got_bytes = False
@@ -108,7 +106,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.raw_left = self.raw_want
             self.raw_want = -1
 
-    def _raw(self, ex: Exchange, data: bytes) -> None:
+    def _raw(self, ex: ExchangeSink, data: bytes) -> None:
         left = self.raw_left
         n = len(data)
         conn = ex.conn
@@ -151,7 +149,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- used by the exchange -------------------------------------------------------------
 
-    def begin(self, ex: Exchange, reused: bool) -> None:
+    def begin(self, ex: ExchangeSink, reused: bool) -> None:
         self.ex = ex
         self.reused = reused
         self.got_bytes = False
