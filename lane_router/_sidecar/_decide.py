@@ -48,6 +48,8 @@ class RequestHead:
         "started",
         "te",
         "te_other",
+        "upgrade",
+        "upgrading",
         "url",
         "xff",
     )
@@ -71,6 +73,8 @@ class RequestHead:
         self.hops = 0
         self.http10 = False
         self.keep_alive = True
+        self.upgrade: bytes | None = None  # the Upgrade field's value
+        self.upgrading = False  # the parser takes it as an upgrade (Connection: upgrade too)
 
     @property
     def has_body(self) -> bool:
@@ -154,6 +158,10 @@ def decide(
         return Refusal(400, "bad request", "more than one Host header", close=True)
     if method == b"CONNECT":
         return Refusal(405, "method not allowed", "CONNECT is not supported", close=True)
+    if head.upgrading and head.has_body:
+        # The parser skips the body of an upgrade request: forwarding it would desync both
+        # connections (the body would be read as requests). Envoy refuses it too.
+        return Refusal(400, "bad request", "an Upgrade request cannot carry a body", close=True)
     if url[:1] != b"/" and url != b"*":
         # absolute-form (a client using the sidecar as HTTP_PROXY): the target wins
         try:
@@ -218,6 +226,8 @@ def upstream_head(
         out += (table.header, b": ", fwd.asked_lane.encode("ascii"), b"\r\n")
     xff = peer if head.xff is None else b", ".join((*head.xff, peer))
     out += (b"x-forwarded-for: ", xff, b"\r\n", hops_line)
+    if head.upgrading and head.upgrade is not None:
+        out += (b"connection: upgrade\r\nupgrade: ", head.upgrade, b"\r\n")
     if head.te:
         out.append(b"transfer-encoding: chunked\r\n\r\n")
     elif head.cl is not None:

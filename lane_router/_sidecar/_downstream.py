@@ -34,6 +34,7 @@ from lane_router._sidecar._http import (
     H_HOST,
     H_LANE,
     H_TE,
+    H_UPGRADE,
     H_XFF,
     error_response,
 )
@@ -75,6 +76,7 @@ class ClientConnection(asyncio.Protocol):
         "sc",
         "special",
         "transport",
+        "tunnel",
         "write_paused",
     )
 
@@ -95,6 +97,7 @@ class ClientConnection(asyncio.Protocol):
         self.kind = K_IDLE
         self.special = sc.table.special
         self.req = RequestHead(0.0)
+        self.tunnel: Exchange | None = None  # set at an Upgrade head: later bytes are its
 
     # -- asyncio --------------------------------------------------------------------------
 
@@ -119,6 +122,10 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        tunnel = self.tunnel
+        if tunnel is not None:  # after an Upgrade head: never parsed as requests
+            tunnel.from_client(data)
+            return
         if self.in_head or self.parsing is None:
             self.head_bytes += len(data)
         try:
@@ -131,13 +138,16 @@ class ClientConnection(asyncio.Protocol):
                 self._internal(cause or exc)
             return
         except HttpParserUpgrade as up:
-            # We never upgrade (Upgrade is hop-by-hop and dropped), so the bytes after the
-            # request are the next request: parse them with a fresh parser.
+            # The parser stops at an upgrade head (on_headers_complete set the tunnel). What
+            # follows belongs to the upgraded protocol: it waits for the upstream's 101 and is
+            # dropped if the upgrade is refused or declined (the connection then closes).
             rest = data[int(up.args[0]) :]
-            self.parser = HttpRequestParser(self)
-            self.head_bytes = 0
+            tunnel = self.tunnel
+            if tunnel is None:  # an upgrade we did not see coming: never parse on
+                self._reject(400, "bad request", "unexpected protocol upgrade")
+                return
             if rest and not self.closed:
-                self.data_received(rest)
+                tunnel.from_client(rest)
             return
         except HttpParserError as exc:
             self._reject(400, "bad request", str(exc) or type(exc).__name__)
@@ -252,6 +262,8 @@ class ClientConnection(asyncio.Protocol):
             req.hops = int(value) if value.isdigit() and len(value) < 6 else 0
         elif kind == H_EXPECT:
             req.expect = value.strip().lower() == b"100-continue"
+        elif kind == H_UPGRADE:
+            req.upgrade = value if req.upgrade is None else req.upgrade + b", " + value
         # H_HOP: dropped
 
     def on_headers_complete(self) -> None:
@@ -265,6 +277,7 @@ class ClientConnection(asyncio.Protocol):
         req.method = parser.get_method()
         req.keep_alive = parser.should_keep_alive()
         req.http10 = parser.get_http_version() == "1.0"
+        req.upgrading = parser.should_upgrade()
         has_body = req.has_body
         req.expect = req.expect and has_body and not req.http10
         plan = decide(sc.table, req, max_hops=sc.max_hops, hops_header=sc.hops_header)
@@ -274,6 +287,9 @@ class ClientConnection(asyncio.Protocol):
             wire = b""
         ex = Exchange(self, sc, req, plan, wire)
         self.parsing = ex
+        if req.upgrading:
+            self.tunnel = ex
+            ex.keep_alive = False  # whatever the answer, nothing is parsed after it
         if not has_body:  # llhttp completes the message right after this callback
             ex.client_done = True
             ex.replayable = req.replayable

@@ -214,7 +214,7 @@ class Exchange:
         up.begin(self, reused)
         pending = self.pending
         chunked_end = self.client_done and self.req.te
-        if pending:
+        if pending and not self.req.upgrading:
             data = [self.wire, *pending]
             self.pending = None
             self.pending_size = 0
@@ -249,6 +249,24 @@ class Exchange:
             else:
                 self.pending += pieces
             self.pending_size += len(body)
+            if self.pending_size > PENDING_LIMIT:
+                self.conn.block(B_PENDING)
+
+    def from_client(self, data: bytes) -> None:
+        """Bytes after an Upgrade head: tunnelled once the upstream said 101, held (bounded:
+        reading pauses) until then, dropped if the upgrade was refused or declined."""
+        self.touched = True
+        up = self.up
+        if self.status == 101 and up is not None:
+            up.transport.write(data)
+        elif not (self.done or self.dead or self.response_started) and isinstance(
+            self.plan, Forward
+        ):
+            if self.pending is None:
+                self.pending = [data]
+            else:
+                self.pending.append(data)
+            self.pending_size += len(data)
             if self.pending_size > PENDING_LIMIT:
                 self.conn.block(B_PENDING)
 
@@ -291,6 +309,39 @@ class Exchange:
             # next request's response. HEAD is rare: never reuse its connection.
             self.response_complete(up, False)
 
+    def tunnel_open(self, up: Upstream) -> None:
+        """The upstream said 101 to our Upgrade: from now on both connections are one byte
+        tunnel (backpressure both ways as for bodies, the idle timeout, cut at drain)."""
+        self.status = 101
+        self.response_started = True
+        headers = up.headers
+        if up.conn_tokens is not None:
+            headers = drop_connection_named(headers, up.conn_tokens)
+        upgrade = up.upgrade or self.req.upgrade or b""
+        up.out.append(
+            b"HTTP/1.1 101 %s\r\n%sconnection: upgrade\r\nupgrade: %s\r\n\r\n"
+            % (up.reason or b"Switching Protocols", b"".join(headers), upgrade)
+        )
+        up.flush()
+        pending = self.pending
+        if pending:
+            self.pending = None
+            self.pending_size = 0
+            up.transport.writelines(pending)
+            self.conn.unblock(B_PENDING)
+
+    def tunnel_closed(self) -> None:
+        """One side of the tunnel ended: end the other (after what it has buffered)."""
+        if self.done or self.dead:
+            return
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.ex = None
+            up.close()
+        self.keep_alive = False
+        self.finish(101)
+
     def response_complete(self, up: Upstream, reusable: bool | None = None) -> None:
         if reusable is None:
             reusable = up.parser.should_keep_alive()
@@ -301,8 +352,8 @@ class Exchange:
         up.ex = None
         ep = up.ep
         ep.fails = 0
-        if self.client_done and reusable and not up.closed:
-            self.sc.release(up)
+        if self.client_done and reusable and not up.closed and not self.req.upgrading:
+            self.sc.release(up)  # (a declined upgrade's connection may be in another state)
         else:
             up.close()
         self.finish(self.status)
@@ -358,6 +409,16 @@ class Exchange:
 
     def tick(self, now: float) -> None:
         """Called by the sidecar's timer sweep while this exchange is active."""
+        if self.status == 101:  # a tunnel: only the idle timeout applies
+            if self.touched:
+                self.touched = False
+                self.idle_deadline = now + self.sc.idle_timeout
+            elif now >= self.idle_deadline:
+                log.info(
+                    "closing a tunnel to %s idle for %ss", self.served_by, self.sc.idle_timeout
+                )
+                self.tunnel_closed()
+            return
         if self.task is not None and now >= self.connect_deadline:
             self.task.cancel()
             self.task = None
@@ -427,7 +488,7 @@ class Exchange:
             return
         self.dead = True
         self._drop_upstream()
-        self._record(499)
+        self._record(101 if self.status == 101 else 499)
 
     def _drop_upstream(self) -> None:
         up = self.up

@@ -19,6 +19,7 @@ __all__ = [
     "H_HOST",
     "H_LANE",
     "H_TE",
+    "H_UPGRADE",
     "H_XFF",
     "LAST_CHUNK",
     "REQUEST_HEADERS",
@@ -44,9 +45,10 @@ H_CL = 7
 H_EXPECT = 8
 H_XFF = 9
 H_HOPS = 10  # the loop counter
+H_UPGRADE = 11  # hop-by-hop; kept apart and re-emitted only for an upgrade the parser accepted
 
 # RFC 9110 7.6.1 hop-by-hop fields, plus the proxy's own credentials (meant for this hop).
-_HOP_BY_HOP = (b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade")
+_HOP_BY_HOP = (b"keep-alive", b"proxy-connection", b"te", b"trailer")
 REQUEST_HEADERS: dict[bytes, int] = {
     b"host": H_HOST,
     b"baggage": H_BAGGAGE,
@@ -56,6 +58,7 @@ REQUEST_HEADERS: dict[bytes, int] = {
     b"expect": H_EXPECT,
     b"x-forwarded-for": H_XFF,
     b"proxy-authorization": H_HOP,
+    b"upgrade": H_UPGRADE,
     **dict.fromkeys(_HOP_BY_HOP, H_HOP),
 }
 RESPONSE_HEADERS: dict[bytes, int] = {
@@ -63,6 +66,7 @@ RESPONSE_HEADERS: dict[bytes, int] = {
     b"transfer-encoding": H_TE,
     b"content-length": H_CL,
     b"proxy-authenticate": H_HOP,
+    b"upgrade": H_UPGRADE,
     **dict.fromkeys(_HOP_BY_HOP, H_HOP),
 }
 

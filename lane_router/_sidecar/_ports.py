@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
+from lane_router._sidecar._decide import RequestHead
 from lane_router._sidecar._metrics import Metrics
 from lane_router._sidecar._table import EndpointState, RouteTable
 
@@ -87,6 +88,7 @@ class Upstream(Protocol):
     got_bytes: bool
     headers: list[bytes]
     reason: bytes
+    upgrade: bytes | None
     conn_tokens: list[bytes] | None
     has_cl: bool
     out: list[bytes]
@@ -103,6 +105,7 @@ class ExchangeSink(Protocol):
     """An exchange, as its upstream connection sees it."""
 
     conn: Client
+    req: RequestHead
     touched: bool
     chunk_out: bool
 
@@ -113,4 +116,6 @@ class ExchangeSink(Protocol):
     def response_complete(self, up: Upstream, reusable: bool | None = None) -> None: ...
     def upstream_lost(self, up: Upstream, exc: Exception | None) -> None: ...
     def upstream_bad(self, detail: str) -> None: ...
+    def tunnel_open(self, up: Upstream) -> None: ...
+    def tunnel_closed(self) -> None: ...
     def internal(self, exc: BaseException) -> None: ...

@@ -11,9 +11,21 @@ import asyncio
 import contextlib
 from typing import Any
 
-from httptools import HttpParserCallbackError, HttpParserError, HttpResponseParser
+from httptools import (
+    HttpParserCallbackError,
+    HttpParserError,
+    HttpParserUpgrade,
+    HttpResponseParser,
+)
 
-from lane_router._sidecar._http import B_UPSTREAM, H_CL, H_CONNECTION, H_TE, RESPONSE_HEADERS
+from lane_router._sidecar._http import (
+    B_UPSTREAM,
+    H_CL,
+    H_CONNECTION,
+    H_TE,
+    H_UPGRADE,
+    RESPONSE_HEADERS,
+)
 from lane_router._sidecar._ports import ExchangeSink
 from lane_router._sidecar._table import EndpointState
 
@@ -48,6 +60,8 @@ class UpstreamConnection(asyncio.Protocol):
         "te",
         "te_other",
         "transport",
+        "tunnel",
+        "upgrade",
     )
 
     def __init__(self, ep: EndpointState) -> None:
@@ -72,6 +86,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.raw_want = -1  # body bytes still due when the parser is to be bypassed
         self.raw_left = 0  # body bytes still due while it is bypassed
         self.raw_keep = False
+        self.upgrade: bytes | None = None
+        self.tunnel = False  # after a 101: bytes go to the client as they come
 
     # -- asyncio --------------------------------------------------------------------------
 
@@ -100,6 +116,14 @@ class UpstreamConnection(asyncio.Protocol):
             if ex is not None:
                 ex.upstream_bad(str(exc))
             return
+        except HttpParserUpgrade as up:  # after a 101 head (handled in on_headers_complete)
+            if self.tunnel:
+                rest = data[int(up.args[0]) :]
+                if rest and not ex.conn.closed:
+                    ex.conn.transport.write(rest)
+            else:
+                self.close()
+            return
         if self.out:
             self.flush()
         if self.raw_want > 0:  # the rest of this body skips the parser
@@ -107,6 +131,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.raw_want = -1
 
     def _raw(self, ex: ExchangeSink, data: bytes) -> None:
+        if self.tunnel:
+            if not ex.conn.closed:
+                ex.conn.transport.write(data)
+            return
         left = self.raw_left
         n = len(data)
         conn = ex.conn
@@ -130,7 +158,9 @@ class UpstreamConnection(asyncio.Protocol):
                 self.ep.idle.remove(self)
             return
         try:
-            if self.head_done and not self.skip and not self.has_cl and not self.te:
+            if self.tunnel:
+                ex.tunnel_closed()
+            elif self.head_done and not self.skip and not self.has_cl and not self.te:
                 ex.response_complete(self)  # a close-delimited body ends with the connection
             else:
                 ex.upstream_lost(self, exc)
@@ -196,6 +226,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.te = False
         self.te_other = False
         self.head_done = False
+        self.upgrade = None
 
     def on_status(self, status: bytes) -> None:
         self.reason += status
@@ -220,6 +251,8 @@ class UpstreamConnection(asyncio.Protocol):
                 self.conn_tokens = [value]
             else:
                 self.conn_tokens.append(value)
+        elif kind == H_UPGRADE:
+            self.upgrade = value
 
     def on_headers_complete(self) -> None:
         self.head_done = True
@@ -227,6 +260,14 @@ class UpstreamConnection(asyncio.Protocol):
         if ex is None:
             return
         status = self.parser.get_status_code()
+        if status == 101:
+            if ex.req.upgrading:
+                self.tunnel = True
+                self.raw_left = -1  # data_received's raw branch: straight to the client
+                ex.tunnel_open(self)
+            else:  # the upstream is broken, not down: no ejection
+                ex.upstream_bad("101 to a request that did not ask to upgrade")
+            return
         if status < 200:  # interim responses are this hop's business (Expect is not forwarded)
             self.skip = True
             return
@@ -258,6 +299,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.raw_want = -1
+        if self.tunnel:  # the 101's head ends its message; the tunnel goes on
+            return
         if self.skip:
             self.skip = False
             self.head_done = False

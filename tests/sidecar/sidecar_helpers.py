@@ -74,6 +74,7 @@ class Upstream:
     requests: int = 0
     sent: int = 0
     received: int = 0
+    paths: list[str] = field(default_factory=list)
     _runner: Any = None
 
     def start(self) -> Upstream:
@@ -87,6 +88,7 @@ class Upstream:
         app.router.add_route("*", "/sleep", self._sleep)
         app.router.add_route("*", "/drip", self._drip)
         app.router.add_route("*", "/hop", self._hop)
+        app.router.add_route("GET", "/ws", self._ws)
         app.router.add_route("*", "/{tail:.*}", self._echo)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
@@ -105,6 +107,7 @@ class Upstream:
 
     def _seen(self, request: web.Request) -> None:
         self.requests += 1
+        self.paths.append(request.path_qs)
         peer = request.transport.get_extra_info("peername") if request.transport else None
         if peer:
             self.peers.add(peer[1])
@@ -169,6 +172,18 @@ class Upstream:
             await asyncio.sleep(float(request.query.get("every", "0.05")))
         await resp.write_eof()
         return resp
+
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        """A WebSocket that answers each message with ``<name>:<message>`` (bytes: echoed)."""
+        self._seen(request)
+        ws = web.WebSocketResponse(max_msg_size=1 << 24)
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == web.WSMsgType.TEXT:
+                await ws.send_str(f"{self.name}:{msg.data}")
+            elif msg.type == web.WSMsgType.BINARY:
+                await ws.send_bytes(msg.data)
+        return ws
 
     async def _hop(self, request: web.Request) -> web.Response:
         self._seen(request)

@@ -318,22 +318,6 @@ def test_keepalive_after_an_error_closes_quietly(tight: Any) -> None:
         assert sock.recv(65536) == b""  # closed at --keepalive-timeout, nothing sent
 
 
-def test_upgrade_is_not_forwarded_and_the_connection_goes_on(tight: Any) -> None:
-    """The sidecar does not tunnel upgrades: Upgrade is dropped as hop-by-hop, the upstream
-    answers the plain request, and the next request on the connection is parsed normally."""
-    sc, _, _ = tight
-    with connect(sc.proxy) as sock:
-        sock.sendall(
-            b"GET /ws HTTP/1.1\r\nHost: reviews\r\nConnection: Upgrade\r\n"
-            b"Upgrade: websocket\r\n\r\n"
-            b"GET /next HTTP/1.1\r\nHost: reviews\r\n\r\n"
-        )
-        first, second = read_response(sock), read_response(sock)
-    names = [k for k, _ in json.loads(first[2])["headers"]]
-    assert first[0] == 200 and "upgrade" not in names
-    assert json.loads(second[2])["path"] == "/next"
-
-
 def test_chunked_request_trailers_are_not_forwarded(tight: Any) -> None:
     sc, _, _ = tight
     status, _, raw = _raw(

@@ -1,0 +1,178 @@
+"""Upgrade through the sidecar: a body with Upgrade is refused (the desync of issue 10), a
+bodiless Upgrade is forwarded and a 101 becomes a byte tunnel (real aiohttp WebSocket client
+and server, per lane), anything else ends the exchange and the connection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from sidecar_helpers import (
+    Loop,
+    SidecarProc,
+    Upstream,
+    connect,
+    read_response,
+    request,
+    start_sidecar,
+    topology,
+)
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: reviews\r\n\r\n"
+
+
+class Always101:
+    """A broken upstream that answers every request with ``101`` and then echoes bytes."""
+
+    def __init__(self, loop: Loop) -> None:
+        self.loop = loop
+        self.server: asyncio.AbstractServer | None = None
+        self.port = 0
+        self.accepted = 0
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n")
+            writer.write(b"Upgrade: foo\r\n\r\n")
+            while data := await reader.read(65536):
+                writer.write(data)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def start(self) -> Always101:
+        async def go() -> None:
+            self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+            self.port = self.server.sockets[0].getsockname()[1]
+
+        self.loop.run(go())
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: Any) -> Iterator[tuple[SidecarProc, Upstream, Upstream, Loop]]:
+    loop = Loop()
+    base, fa = Upstream("baseline", loop).start(), Upstream("feature-a", loop).start()
+    bad = Always101(loop).start()
+    topo = topology(
+        reviews={"baseline": [base.endpoint], "feature-a": [fa.endpoint]},
+        weird={"baseline": [f"127.0.0.1:{bad.port}"]},
+    )
+    sc = start_sidecar(tmp_path_factory.mktemp("upgrade"), topo, "--idle-timeout", "2")
+    try:
+        yield sc, base, fa, loop
+    finally:
+        sc.stop()
+        base.stop()
+        fa.stop()
+        bad.stop()
+        loop.close()
+
+
+def _drain(sock: socket.socket) -> bytes:
+    out = b""
+    while chunk := sock.recv(65536):
+        out += chunk
+    return out
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [b"Content-Length: 41\r\n\r\n", b"Transfer-Encoding: chunked\r\n\r\n29\r\n"],
+    ids=["content-length", "chunked"],
+)
+def test_upgrade_with_a_body_is_400_and_nothing_is_smuggled(env: Any, framing: bytes) -> None:
+    sc, base, _, _ = env
+    before = list(base.paths)
+    with connect(sc.proxy) as sock:
+        sock.sendall(
+            b"POST /x HTTP/1.1\r\nHost: reviews\r\nConnection: Upgrade\r\nUpgrade: foo\r\n"
+            + framing
+            + SMUGGLED
+        )
+        status, headers, body = read_response(sock)
+        assert status == 400 and headers["connection"] == "close"
+        assert "Upgrade" in json.loads(body)["detail"]
+        assert _drain(sock) == b""  # closed: the body is never parsed as a request
+    assert base.paths == before  # nothing reached the upstream
+
+
+def test_bytes_after_a_declined_upgrade_are_never_a_request(env: Any) -> None:
+    """The upstream answers the bodiless Upgrade with 200 (no upgrade): the exchange ends,
+    the connection closes, and what the client sent after the head is dropped."""
+    sc, base, _, _ = env
+    before = len(base.paths)
+    with connect(sc.proxy) as sock:
+        sock.sendall(
+            b"GET /plain HTTP/1.1\r\nHost: reviews\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n"
+            + SMUGGLED
+        )
+        status, headers, body = read_response(sock)
+        assert status == 200 and headers["connection"] == "close"
+        sent = dict(json.loads(body)["headers"])
+        assert sent["upgrade"] == "foo" and sent["connection"].lower() == "upgrade"
+        assert _drain(sock) == b""
+    assert base.paths[before:] == ["/plain"]
+
+
+def test_a_101_to_a_plain_request_is_502_and_the_endpoint_stays(env: Any) -> None:
+    sc, _, _, _ = env
+    for _ in range(3):
+        status, _, body = request(sc, "/", host="weird")
+        assert (status, body["reason"]) == (502, "bad response")
+        assert "127.0.0.1" not in json.dumps(body)  # internal addresses stay in the log
+    [ep] = sc.routes()["services"]["weird"]["versions"]["baseline"]
+    assert ep["healthy"] and ep["consecutive_failures"] == 0
+
+
+@pytest.mark.parametrize(("lane", "served"), [(None, "baseline"), ("feature-a", "feature-a")])
+def test_websocket_per_lane(env: Any, lane: str | None, served: str) -> None:
+    sc, _, _, loop = env
+
+    async def talk() -> list[Any]:
+        headers = {"Host": "reviews", **({"x-lane": lane} if lane else {})}
+        url = f"http://{sc.proxy[0]}:{sc.proxy[1]}/ws"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(url, headers=headers, max_msg_size=1 << 24) as ws,
+        ):
+            got: list[Any] = []
+            for text in ("one", "two"):
+                await ws.send_str(text)
+                got.append((await ws.receive(timeout=10)).data)
+            big = bytes(range(256)) * 16384  # 4 MiB: backpressure both ways
+            await ws.send_bytes(big)
+            echoed = (await ws.receive(timeout=30)).data
+            got.append(echoed == big)
+            await ws.close()
+            return got
+
+    assert loop.run(talk(), timeout=60) == [f"{served}:one", f"{served}:two", True]
+    status, _, _ = request(sc, "/", headers={"x-lane": lane} if lane else None)
+    assert status == 200  # the sidecar goes on serving
+
+
+def test_an_idle_tunnel_is_closed(env: Any) -> None:
+    sc, _, _, loop = env
+
+    async def idle() -> Any:
+        url = f"http://{sc.proxy[0]}:{sc.proxy[1]}/ws"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(url, headers={"Host": "reviews"}, autoping=False) as ws,
+        ):
+            return (await ws.receive(timeout=15)).type  # --idle-timeout 2 ends it first
+
+    assert loop.run(idle(), timeout=20) in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSE)
