@@ -116,8 +116,14 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
             "external_hosts": tuple(args.external_host),
             "entry_service": args.entry_service,
         }
-    if args.gateway or args.external_host or args.entry_service or args.export_local:
-        raise ValueError("--export-local, --gateway, --external-host, --entry-service: istio only")
+    gateway_api_edge = args.format == "gateway-api" and args.edge
+    if args.export_local or (
+        not gateway_api_edge and (args.gateway or args.external_host or args.entry_service)
+    ):
+        raise ValueError(
+            "--export-local, --gateway, --external-host, --entry-service: istio only "
+            "(gateway-api: --gateway, --external-host and --entry-service with --edge)"
+        )
     if args.format == "gateway-api":
         return {"lane_label": args.lane_label}
     if args.envoy_admin and not args.xds_dir:
@@ -162,13 +168,19 @@ def _edge_input(args: argparse.Namespace) -> tuple[Any, str] | None:
         if args.jwks:
             raise ValueError("--jwks needs --edge")
         return None
+    if args.format == "gateway-api":
+        if args.jwks:
+            raise ValueError(
+                "--jwks: Gateway API cannot verify a token; see docs/design.md (The edge)"
+            )
+        if not (args.gateway and args.external_host and args.entry_service):
+            raise ValueError(
+                "--edge with gateway-api needs --gateway, --external-host, "
+                "--entry-service (the route bound to the ingress)"
+            )
+        return None, ""
     if not args.jwks:
         raise ValueError("--edge needs --jwks FILE (lanes token keygen writes one)")
-    if args.format == "gateway-api":
-        raise ValueError(
-            "--edge: Gateway API cannot verify a token nor remove one baggage member; "
-            "see docs/design.md (The edge) for what to put in front"
-        )
     if args.format == "istio" and not args.gateway:
         raise ValueError("--edge with istio needs --gateway (the ingress is the edge)")
     if args.xds_dir:
@@ -187,6 +199,22 @@ def _add_edge(
 ) -> list[dict[str, Any]]:
     import json
 
+    if args.format == "gateway-api":
+        from lane_router.render.gateway_api_edge import render_gateway_api_edge
+
+        print(
+            "lanes render: WARNING: Gateway API cannot verify a lane token: this edge removes "
+            "every client lane (all edge traffic is baseline); put the sidecar --edge or the "
+            "Envoy edge in front to let QA pick lanes",
+            file=sys.stderr,
+        )
+        route = render_gateway_api_edge(
+            topology,
+            gateway=args.gateway,
+            hosts=args.external_host,
+            entry_service=args.entry_service,
+        )
+        return [*objects, route]
     jwks_json = json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
     if args.format == "envoy":
         from lane_router.render.envoy_edge import add_envoy_edge

@@ -6,7 +6,7 @@ Each format has its own typed entry point (``render_istio``, ``render_envoy``,
 built from :meth:`lane_router.Topology.resolve`'s table, so all formats route alike.
 
 Modules: ``istio``, ``envoy``, ``envoy_xds``, ``gateway_api`` (one format each, public);
-``envoy_edge``, ``istio_edge`` (the signed-lane edge of Envoy and of an Istio gateway, public);
+``envoy_edge``, ``istio_edge``, ``gateway_api_edge`` (each data plane's edge, public);
 ``_yaml`` (the YAML writer), ``_common`` (the managed-by label, name checks, GC pause: a leaf),
 ``_match`` (header regexes shared by Istio and the tests).
 """
@@ -28,6 +28,7 @@ from lane_router.render.envoy import render_envoy
 from lane_router.render.envoy_edge import add_envoy_edge, edge_filters
 from lane_router.render.envoy_xds import EnvoyXds, XdsError, render_envoy_xds, write_envoy_xds
 from lane_router.render.gateway_api import render_gateway_api, render_gateway_api_host
+from lane_router.render.gateway_api_edge import render_gateway_api_edge
 from lane_router.render.istio import (
     istio_http_routes,
     render_istio,
@@ -54,6 +55,7 @@ __all__ = [
     "render_envoy",
     "render_envoy_xds",
     "render_gateway_api",
+    "render_gateway_api_edge",
     "render_gateway_api_host",
     "render_istio",
     "render_istio_edge",

@@ -110,10 +110,23 @@ def test_render_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
             _valid(doc)
     assert main([*base, *gateway]) == 0
     assert "anyone can pick a lane" in capsys.readouterr().err
+    assert main([*base, "--format", "gateway-api", "--edge", *gateway]) == 0
+    out = capsys.readouterr()
+    assert "cannot verify a lane token" in out.err
+    route = list(yaml.safe_load_all(out.out))[-1]
+    assert route["spec"]["parentRefs"] == [{"name": "public", "namespace": "istio-ingress"}]
+    (rule,) = route["spec"]["rules"]
+    assert rule["filters"][0]["requestHeaderModifier"]["remove"] == [
+        "x-lane",
+        "baggage",
+        "x-lane-token",
+    ]
+    assert rule["backendRefs"] == [{"name": "web", "port": 80, "namespace": "default"}]
     for bad, why in [
         (["--format", "envoy", "--edge"], "needs --jwks"),
         (["--edge", *edge[1:]], "needs --gateway"),
-        (["--format", "gateway-api", *edge], "Gateway API cannot"),
+        (["--format", "gateway-api", *edge, *gateway], "Gateway API cannot verify"),
+        (["--format", "gateway-api", "--edge"], "needs --gateway"),
         (["--format", "envoy", "--edge", "--jwks", str(topo)], "not JSON"),
     ]:
         assert main([*base, *bad]) == 2, bad
