@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -77,6 +78,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="how often to check the file for changes (0: only on SIGHUP)",
     )
+    edge = parser.add_argument_group(
+        "edge (a public listener: the lane comes only from a signed lane token)"
+    )
+    edge.add_argument(
+        "--edge",
+        action="store_true",
+        help="strip client x-lane and baggage lane; x-lane from a lane token that verifies",
+    )
+    edge.add_argument(
+        "--jwks", metavar="FILE", help="with --edge: public keys (reloaded with the topology)"
+    )
+    edge.add_argument("--token-issuer", default="traffic-lanes", metavar="ISS")
+    edge.add_argument("--token-audience", default="lanes-edge", metavar="AUD")
+    edge.add_argument(
+        "--token-leeway", type=float, default=60.0, metavar="S", help="clock skew for exp/nbf"
+    )
     parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="logs"
     )
@@ -92,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s lanes-sidecar %(levelname)s %(message)s",
     )
+    if args.edge != bool(args.jwks):
+        print("lanes sidecar: --edge and --jwks FILE go together", file=sys.stderr)
+        return 2
     config = SidecarConfig(
         topology_path=args.file,
         listen=tuple(args.listen or [("127.0.0.1", 15001)]),
@@ -110,5 +130,9 @@ def run(args: argparse.Namespace) -> int:
         eject_base=args.eject_time,
         eject_max=args.eject_max,
         reload_interval=args.reload_interval,
+        edge_jwks=args.jwks if args.edge else None,
+        edge_issuer=args.token_issuer,
+        edge_audience=args.token_audience,
+        edge_leeway=args.token_leeway,
     )
     return run_sidecar(config)

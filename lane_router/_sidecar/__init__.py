@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 
 from lane_router._sidecar._config import SidecarConfig, format_hostport, parse_hostport
+from lane_router._sidecar._edge import EdgeConfigError
 from lane_router._sidecar._server import Sidecar, serve
 from lane_router._topology import TopologyError
 
@@ -49,7 +50,7 @@ def run(config: SidecarConfig) -> int:
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             return runner.run(serve(config))
-    except TopologyError as exc:
+    except (TopologyError, EdgeConfigError) as exc:
         print(f"lanes sidecar: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -55,6 +55,8 @@ def admin_response(sidecar: AdminView, method: str, path: str) -> tuple[int, str
             generation=sidecar.table.generation,
             ready=sidecar.ready,
         )
+        if sidecar.edge is not None:
+            text += sidecar.edge.metrics()
         return 200, _PROM, text.encode()
     if path == "/routes":
         return _json(200, sidecar.table.to_json(sidecar.loop.time()))

@@ -40,6 +40,12 @@ class SidecarConfig:
     max_idle_per_endpoint: int = 256
     reload_interval: float = 1.0  # file poll period; 0 disables (SIGHUP still reloads)
     drain_timeout: float = 30.0
+    # The edge (docs/design.md): with a JWKS, client lane headers are stripped and the lane
+    # comes only from a verified lane token.
+    edge_jwks: str | None = None
+    edge_issuer: str = "traffic-lanes"
+    edge_audience: str = "lanes-edge"
+    edge_leeway: float = 60.0
 
     def timeout(self, value: float) -> float:
         return value if value > 0 else math.inf

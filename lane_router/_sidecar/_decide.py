@@ -35,6 +35,7 @@ class RequestHead:
         "baggage",
         "cl",
         "conn_tokens",
+        "cookies",
         "dup_host",
         "expect",
         "headers",
@@ -48,6 +49,7 @@ class RequestHead:
         "started",
         "te",
         "te_other",
+        "tokens",
         "upgrade",
         "upgrading",
         "url",
@@ -75,6 +77,8 @@ class RequestHead:
         self.keep_alive = True
         self.upgrade: bytes | None = None  # the Upgrade field's value
         self.upgrading = False  # the parser takes it as an upgrade (Connection: upgrade too)
+        self.tokens: list[bytes] | None = None  # edge mode only (lane_router._sidecar._edge)
+        self.cookies: list[bytes] | None = None  # edge mode only
 
     @property
     def has_body(self) -> bool:

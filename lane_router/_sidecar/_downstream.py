@@ -21,6 +21,7 @@ from httptools import (
 )
 
 from lane_router._sidecar._decide import Forward, RequestHead, decide, upstream_head
+from lane_router._sidecar._edge import H_EDGE
 from lane_router._sidecar._exchange import Exchange
 from lane_router._sidecar._http import (
     B_PENDING,
@@ -264,6 +265,8 @@ class ClientConnection(asyncio.Protocol):
             req.expect = value.strip().lower() == b"100-continue"
         elif kind == H_UPGRADE:
             req.upgrade = value if req.upgrade is None else req.upgrade + b", " + value
+        elif kind >= H_EDGE:  # only an edge's table maps these
+            self.sc.edge.header(req, kind, name, value)  # type: ignore[union-attr]
         # H_HOP: dropped
 
     def on_headers_complete(self) -> None:
@@ -280,6 +283,8 @@ class ClientConnection(asyncio.Protocol):
         req.upgrading = parser.should_upgrade()
         has_body = req.has_body
         req.expect = req.expect and has_body and not req.http10
+        if sc.edge is not None:  # the client's lane headers never count; a verified token does
+            sc.edge.settle(req)
         plan = decide(sc.table, req, max_hops=sc.max_hops, hops_header=sc.hops_header)
         if isinstance(plan, Forward):
             wire = upstream_head(sc.table, req, plan, self.peer, sc.hops_line[req.hops])

@@ -3,30 +3,45 @@ from a verified lane token only (docs/design.md, "The edge").
 
 Pure functions over the raw header bytes the parser hands over, plus :class:`Edge`, which holds
 the current :class:`~lane_router._token.Verifier` (its cache of verified tokens) and the
-counters ``/metrics`` shows. The request path calls :meth:`Edge.lane` once per request, and only
-in edge mode.
+counters ``/metrics`` shows. The request path calls :meth:`Edge.request_lane` once per request,
+and only in edge mode; the JOSE library is imported only then.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from lane_router._token import (
-    DEFAULT_COOKIE,
-    MAX_TOKEN_BYTES,
-    JwksError,
-    Verifier,
-    load_jwks,
-)
+from lane_router._edge_wire import DEFAULT_COOKIE, DEFAULT_TOKEN_HEADER, MAX_TOKEN_BYTES
 
-__all__ = ["OUTCOMES", "Edge", "strip_baggage_lane", "token_from"]
+if TYPE_CHECKING:
+    from lane_router._sidecar._decide import RequestHead
+    from lane_router._token import Verifier
+
+__all__ = [
+    "H_EDGE",
+    "H_EDGE_BAGGAGE",
+    "H_EDGE_COOKIE",
+    "H_EDGE_TOKEN",
+    "OUTCOMES",
+    "Edge",
+    "EdgeConfigError",
+    "strip_baggage_lane",
+    "token_from",
+]
 
 log = logging.getLogger("lane_router.sidecar")
 
 OUTCOMES: Final = ("valid", "expired", "invalid", "absent")
+# Header kinds only an edge's table maps (``Edge.install``); all >= H_EDGE, so the request path
+# tests one integer comparison, after every other kind, and only in edge mode.
+H_EDGE: Final = 100
+H_EDGE_BAGGAGE: Final = 100  # copied without its lane member
+H_EDGE_TOKEN: Final = 101  # read for the token, never forwarded
+H_EDGE_COOKIE: Final = 102  # copied, and read for the token
 _OWS: Final = b" \t"
 
 
@@ -65,36 +80,115 @@ def token_from(
     return None
 
 
+class EdgeConfigError(ValueError):
+    """The JWKS cannot be used at start: the sidecar must not run as an edge that verifies
+    nothing (every QA request would silently be baseline)."""
+
+
 class Edge:
     """Edge state: the verifier of the current JWKS and the counters."""
 
-    def __init__(
-        self, jwks_path: str | Path, *, issuer: str, audience: str, leeway: float
-    ) -> None:
+    def __init__(self, jwks_path: str | Path, *, issuer: str, audience: str, leeway: float) -> None:
         self.path = Path(jwks_path)
         self._options = {"issuer": issuer, "audience": audience, "leeway": leeway}
         self.cookie = DEFAULT_COOKIE.encode("ascii")
         self.tokens = dict.fromkeys(OUTCOMES, 0)
         self.stripped = 0  # client lane header lines (x-lane lines, baggage lane members) removed
         self.reload_failures = 0
-        # Raises JwksError at start: a sidecar that cannot verify anything must not start as an
-        # edge (every QA request would silently be baseline).
-        self.verifier = self._load()
+        self.key = b"lane"  # the topology's baggage key, set by install()
+        self._stat_key = self._stat()
+        try:
+            self.verifier = self._load()
+        except (ValueError, OSError) as exc:
+            raise EdgeConfigError(f"--jwks {self.path}: {exc}") from None
 
     def _load(self) -> Verifier:
+        # The JOSE library loads only in edge mode: a plain sidecar never pays for it.
+        from lane_router._token import Verifier, load_jwks
+
         keyset = load_jwks(self.path.read_bytes(), source=str(self.path))
         return Verifier(keyset, **self._options)  # type: ignore[arg-type]
+
+    def install(self, special: dict[bytes, int], baggage_key: str) -> None:
+        """Map the edge's header kinds into a route table's ``special`` (every table build)."""
+        special[b"baggage"] = H_EDGE_BAGGAGE
+        special[DEFAULT_TOKEN_HEADER.encode("ascii")] = H_EDGE_TOKEN
+        special[b"cookie"] = H_EDGE_COOKIE
+        self.key = baggage_key.encode("ascii")
+
+    def _stat(self) -> tuple[int, ...] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
+
+    def changed(self) -> bool:
+        """The JWKS file changed since the last load (polled with the topology file)."""
+        return self._stat() != self._stat_key
 
     def reload(self) -> bool:
         """Load the JWKS again (with the topology). A bad file keeps the old keys, is counted
         and logged with the fix."""
+        self._stat_key = self._stat()
         try:
             self.verifier = self._load()
-        except (JwksError, OSError) as exc:
+        except (ValueError, OSError) as exc:  # JwksError is a ValueError
             self.reload_failures += 1
             log.warning("edge: keeping the previous JWKS: %s (fix the file and reload)", exc)
             return False
         return True
+
+    def header(self, req: RequestHead, kind: int, name: bytes, value: bytes) -> None:
+        """One field line of an edge kind (the parser's callback, edge mode only)."""
+        if kind == H_EDGE_BAGGAGE:
+            kept = strip_baggage_lane(value, self.key)
+            if kept is not value:
+                self.stripped += 1
+            if kept is not None:
+                req.headers += (name, b": ", kept, b"\r\n")
+        elif kind == H_EDGE_TOKEN:  # never forwarded
+            if req.tokens is None:
+                req.tokens = [value]
+            else:
+                req.tokens.append(value)
+        else:  # H_EDGE_COOKIE: forwarded, and read for the token
+            req.headers += (name, b": ", value, b"\r\n")
+            if req.cookies is None:
+                req.cookies = [value]
+            else:
+                req.cookies.append(value)
+
+    def settle(self, req: RequestHead) -> None:
+        """Replace the head's lane with the token's: the client's ``x-lane`` lines are dropped
+        (counted; its baggage lane was already stripped), a verified token's lane is set."""
+        if req.lanes:
+            self.stripped += len(req.lanes)
+        lane = self.lane(token_from(req.tokens, req.cookies, self.cookie))
+        req.lanes = None if lane is None else [lane.encode("ascii")]
+        req.baggage = None
+
+    def metrics(self) -> str:
+        """Prometheus text for ``/metrics``."""
+        out = [
+            "# HELP lanes_edge_tokens_total Lane tokens at the edge by outcome.",
+            "# TYPE lanes_edge_tokens_total counter",
+        ]
+        out += [f'lanes_edge_tokens_total{{outcome="{k}"}} {v}' for k, v in self.tokens.items()]
+        for name, help_, value in (
+            (
+                "lanes_edge_stripped_total",
+                "Client lane headers removed at the edge (x-lane lines, baggage lane members).",
+                self.stripped,
+            ),
+            (
+                "lanes_edge_jwks_reload_failures_total",
+                "JWKS loads refused (previous keys kept).",
+                self.reload_failures,
+            ),
+        ):
+            out += [f"# HELP {name} {help_}", f"# TYPE {name} counter", f"{name} {value}"]
+        return "\n".join(out) + "\n"
 
     def lane(self, token: bytes | None) -> str | None:
         """The lane of a verified token, else ``None`` (baseline); counts the outcome."""

@@ -17,6 +17,7 @@ import asyncio
 from typing import Any, Protocol
 
 from lane_router._sidecar._decide import RequestHead
+from lane_router._sidecar._edge import Edge
 from lane_router._sidecar._metrics import Metrics
 from lane_router._sidecar._table import EndpointState, RouteTable
 
@@ -57,6 +58,7 @@ class Proxy(Protocol):
     max_hops: int
     hops_header: str
     hops_line: list[bytes]
+    edge: Edge | None
 
     def eject(self, ep: EndpointState, now: float, detail: str) -> None: ...
     def release(self, up: Upstream) -> None: ...
@@ -73,6 +75,7 @@ class AdminView(Protocol):
     draining: bool
     listen_addrs: list[str]
     admin_addr: str | None
+    edge: Edge | None
 
     @property
     def ready(self) -> bool: ...

@@ -15,6 +15,7 @@ from typing import Any
 from lane_router._document import load_topology
 from lane_router._sidecar._config import SidecarConfig, format_hostport
 from lane_router._sidecar._downstream import ClientConnection
+from lane_router._sidecar._edge import Edge
 from lane_router._sidecar._metrics import Metrics
 from lane_router._sidecar._ports import Client, Upstream
 from lane_router._sidecar._table import EndpointState, RouteTable, forget_unused
@@ -59,6 +60,14 @@ class Sidecar:
         self._timers: list[asyncio.TimerHandle] = []
         self._stat_key: tuple[int, ...] | None = None
         self._drained: asyncio.Future[None] | None = None
+        self.edge: Edge | None = None
+        if config.edge_jwks is not None:
+            self.edge = Edge(
+                config.edge_jwks,
+                issuer=config.edge_issuer,
+                audience=config.edge_audience,
+                leeway=config.edge_leeway,
+            )
         self.table = self._build(load_topology(config.topology_path), 1)
         self._stat_key = self._stat()
         self.metrics.reloads += 1
@@ -73,6 +82,8 @@ class Sidecar:
             source=self.config.topology_path,
         )
         table.with_hops_header(self.hops_header)
+        if self.edge is not None:
+            self.edge.install(table.special, topology.baggage_key)
         return table
 
     def _stat(self) -> tuple[int, ...] | None:
@@ -85,6 +96,8 @@ class Sidecar:
     def reload(self, why: str) -> bool:
         """Load the file again; a bad file keeps the live table, says why and is counted."""
         self._stat_key = self._stat()
+        if self.edge is not None:
+            self.edge.reload()  # the JWKS goes with the topology; a bad one keeps the old keys
         try:
             topology = load_topology(self.config.topology_path)
             table = self._build(topology, self.table.generation + 1)
@@ -117,6 +130,8 @@ class Sidecar:
         try:
             if self._stat() != self._stat_key and not self.draining:
                 self.reload("file changed")
+            elif self.edge is not None and self.edge.changed() and not self.draining:
+                self.edge.reload()
         except Exception:
             log.exception("file watch failed")
         self._later(self.config.reload_interval, self._watch)
