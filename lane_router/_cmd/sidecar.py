@@ -57,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         t.add_argument(flag, type=float, default=default, metavar="S", help=what)
     lim = parser.add_argument_group("limits")
     for flag, default, what in (
-        ("--max-header-bytes", 65536, "request head size; 431 above"),
+        ("--max-header-bytes", 65536, "request head size (and trailers size); 431 above"),
+        ("--max-headers", 100, "header lines in a request head (or its trailers); 431 above"),
         ("--max-connections", 10000, "client connections; over it: 503 and close"),
         ("--max-hops", 16, "508 when the hop counter reaches this (a routing loop)"),
     ):
@@ -124,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         keepalive_timeout=args.keepalive_timeout,
         drain_timeout=args.drain_timeout,
         max_header_bytes=args.max_header_bytes,
+        max_headers=args.max_headers,
         max_connections=args.max_connections,
         max_hops=args.max_hops,
         hops_header=args.hops_header,

@@ -31,7 +31,8 @@ class SidecarConfig:
     request_timeout: float = 300.0  # the whole exchange, headers in to last byte out
     header_timeout: float = 10.0  # slowloris: first byte of a request to the end of its head
     keepalive_timeout: float = 75.0  # an idle client connection is closed after this
-    max_header_bytes: int = 65536
+    max_header_bytes: int = 65536  # the head, and separately the trailers of a chunked body
+    max_headers: int = 100  # field lines in a head (or in trailers); 431 above
     max_connections: int = 10000
     max_hops: int = 16
     hops_header: str = "x-lanes-hops"

@@ -46,6 +46,7 @@ class RequestHead:
         "keep_alive",
         "lanes",
         "method",
+        "nlines",
         "started",
         "te",
         "te_other",
@@ -61,6 +62,7 @@ class RequestHead:
         self.method = b"GET"
         self.url = b""
         self.hsize = 0
+        self.nlines = 0  # field lines so far (head, then trailers)
         self.headers: list[bytes] = []
         self.host: bytes | None = None
         self.dup_host = False

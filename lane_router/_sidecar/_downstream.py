@@ -20,7 +20,7 @@ from httptools import (
     HttpRequestParser,
 )
 
-from lane_router._sidecar._decide import Forward, RequestHead, decide, upstream_head
+from lane_router._sidecar._decide import Forward, Refusal, RequestHead, decide, upstream_head
 from lane_router._sidecar._edge import H_EDGE
 from lane_router._sidecar._exchange import Exchange
 from lane_router._sidecar._http import (
@@ -48,6 +48,26 @@ log = logging.getLogger("lane_router.sidecar")
 K_IDLE = 0  # waiting for a request: close quietly at the deadline
 K_HEAD = 1  # a request head is arriving: 408 at the deadline (slowloris)
 _GONE = select.POLLERR | select.POLLHUP  # reset, or closed both ways: nobody is there
+# Requests parsed ahead of the one being served (pipelining). Reading pauses as soon as one
+# waits, but one read may hold hundreds: past this many the connection takes no more (the last
+# one queued answers with `connection: close`, the rest are never read, RFC 9112 9.3.2).
+MAX_PIPELINED = 128
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to parse nothing more on this connection."""
+
+
+class _Discard:
+    """Where a connection's bytes go once it has decided to close: nowhere."""
+
+    __slots__ = ()
+
+    def from_client(self, data: bytes) -> None:
+        pass
+
+
+_DISCARD = _Discard()
 
 
 class _Reject(Exception):
@@ -63,6 +83,7 @@ class _Reject(Exception):
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "block_mask",
+        "body_fed",
         "closed",
         "cur",
         "deadline",
@@ -98,7 +119,10 @@ class ClientConnection(asyncio.Protocol):
         self.kind = K_IDLE
         self.special = sc.table.special
         self.req = RequestHead(0.0)
-        self.tunnel: Exchange | None = None  # set at an Upgrade head: later bytes are its
+        # Set at an Upgrade head (later bytes are the upgraded protocol's) or once the
+        # connection has decided to close (_DISCARD): nothing after is parsed as a request.
+        self.tunnel: Exchange | _Discard | None = None
+        self.body_fed = False
 
     # -- asyncio --------------------------------------------------------------------------
 
@@ -127,13 +151,18 @@ class ClientConnection(asyncio.Protocol):
         if tunnel is not None:  # after an Upgrade head: never parsed as requests
             tunnel.from_client(data)
             return
-        if self.in_head or self.parsing is None:
+        parsing = self.parsing
+        if self.in_head or parsing is None:
             self.head_bytes += len(data)
+        else:
+            self.body_fed = False
         try:
             self.parser.feed_data(data)
         except HttpParserCallbackError as exc:
             cause = exc.__context__
-            if isinstance(cause, _Reject):
+            if isinstance(cause, _Stop):
+                self.tunnel = _DISCARD
+            elif isinstance(cause, _Reject):
                 self._reject(cause.status, cause.reason, cause.detail)
             else:
                 self._internal(cause or exc)
@@ -145,6 +174,7 @@ class ClientConnection(asyncio.Protocol):
             rest = data[int(up.args[0]) :]
             tunnel = self.tunnel
             if tunnel is None:  # an upgrade we did not see coming: never parse on
+                self.tunnel = _DISCARD
                 self._reject(400, "bad request", "unexpected protocol upgrade")
                 return
             if rest and not self.closed:
@@ -156,8 +186,24 @@ class ClientConnection(asyncio.Protocol):
         except Exception as exc:
             self._internal(exc)
             return
-        if self.in_head and self.head_bytes > self.sc.max_header_bytes:
-            self._reject(431, "header too large", f"over {self.sc.max_header_bytes} bytes")
+        if self.in_head:
+            if self.head_bytes > self.sc.max_header_bytes:
+                self._reject(431, "header too large", f"over {self.sc.max_header_bytes} bytes")
+            elif self.parser.get_http_version() == "0.0" and b"\n" in data.lstrip(b"\r\n"):
+                # A request line ended without a version: HTTP/0.9 (llhttp would wait for
+                # headers that never come, until the header timeout).
+                self._reject(400, "bad request", "HTTP/0.9 is not supported")
+        elif parsing is not None and self.parsing is parsing:
+            # Mid-body. Bytes that carried no body are chunk framing or trailers; httptools
+            # grows an unfinished trailer by copying, so they count against the head limit.
+            if self.body_fed:
+                self.head_bytes = 0
+            else:
+                self.head_bytes += len(data)
+                if self.head_bytes > self.sc.max_header_bytes:
+                    self._reject(
+                        431, "header too large", f"trailers over {self.sc.max_header_bytes} bytes"
+                    )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -209,6 +255,8 @@ class ClientConnection(asyncio.Protocol):
     # -- httptools ------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.closed:
+            raise _Stop  # decided to close: what follows is never a request
         now = self.sc.loop.time()
         self.req = RequestHead(now)
         self.special = self.sc.table.special
@@ -220,10 +268,15 @@ class ClientConnection(asyncio.Protocol):
         self.req.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.in_head:
-            return  # trailers of a chunked request are not forwarded
         req = self.req
         req.hsize += len(name) + len(value) + 4
+        req.nlines += 1
+        if req.nlines > self.sc.max_headers:
+            raise _Reject(431, "too many headers", f"over {self.sc.max_headers} field lines")
+        if not self.in_head:  # trailers of a chunked request: counted, never forwarded
+            if req.hsize > self.sc.max_header_bytes:
+                raise _Reject(431, "header too large", f"over {self.sc.max_header_bytes} bytes")
+            return
         kind = self.special.get(name.lower())
         if kind is None:
             req.headers += (name, b": ", value, b"\r\n")
@@ -242,8 +295,9 @@ class ClientConnection(asyncio.Protocol):
                 req.baggage = [value]
             else:
                 req.baggage.append(value)
-        elif kind == H_CL:
-            req.cl = value
+        elif kind == H_CL:  # digits (llhttp checks): sent on as one canonical number
+            value = value.strip(b" \t")
+            req.cl = b"%d" % int(value) if value.isdigit() else value
         elif kind == H_TE:
             if req.te or value.strip(b" \t").lower() != b"chunked":
                 req.te_other = True  # a coding we would have to undo: 501
@@ -270,6 +324,8 @@ class ClientConnection(asyncio.Protocol):
         # H_HOP: dropped
 
     def on_headers_complete(self) -> None:
+        if self.closed:
+            raise _Stop
         self.in_head = False
         self.head_bytes = 0
         sc = self.sc
@@ -279,7 +335,10 @@ class ClientConnection(asyncio.Protocol):
             raise _Reject(431, "header too large", f"over {sc.max_header_bytes} bytes")
         req.method = parser.get_method()
         req.keep_alive = parser.should_keep_alive()
-        req.http10 = parser.get_http_version() == "1.0"
+        version = parser.get_http_version()
+        if version[:2] != "1.":
+            raise _Reject(400, "bad request", f"HTTP/{version} is not supported")
+        req.http10 = version == "1.0"
         req.upgrading = parser.should_upgrade()
         has_body = req.has_body
         req.expect = req.expect and has_body and not req.http10
@@ -302,12 +361,19 @@ class ClientConnection(asyncio.Protocol):
             self.cur = ex
             ex.start()
         else:
-            if self.queue is None:
-                self.queue = deque()
-            self.queue.append(ex)
+            queue = self.queue
+            if queue is None:
+                queue = self.queue = deque()
+            queue.append(ex)
             self.block(B_PIPE)
+            if len(queue) >= MAX_PIPELINED:
+                ex.keep_alive = False
+                raise _Stop
+        if isinstance(plan, Refusal) and plan.close:
+            raise _Stop  # its answer closes the connection: parse nothing after it
 
     def on_body(self, body: bytes) -> None:
+        self.body_fed = True
         ex = self.parsing
         if ex is not None:
             ex.client_body(body)

@@ -189,8 +189,8 @@ class Exchange:
             self.task = None
             try:
                 now = sc.loop.time()
-                detail = f"connect to {ep.label}: {exc.strerror or exc}"
-                sc.eject(ep, now, detail)
+                detail = f"connect failed: {exc.strerror or type(exc).__name__}"
+                sc.eject(ep, now, detail)  # the log line names the endpoint; the client never
                 self._failed(ep, detail)
                 self._again(now)  # nothing was sent: try the next endpoint or lane
             except Exception as bug:
@@ -365,7 +365,7 @@ class Exchange:
             return
         sc = self.sc
         if not self.response_started:
-            detail = f"{up.ep.label}: {exc or 'connection closed before a response'}"
+            detail = _reset_detail(exc)
             if not up.got_bytes and self.replayable:
                 # Nothing was answered and the request has no body, so it can be sent again
                 # (as Envoy's retry_on reset does). A pooled connection closed under us is
@@ -386,6 +386,8 @@ class Exchange:
                 return
             if not up.reused:
                 sc.eject(up.ep, sc.loop.time(), detail)
+            else:
+                log.warning("upstream %s reset mid-request: %s", up.ep.label, detail)
             sc.metrics.upstream_resets += 1
             self.reply_error(502, "upstream reset", detail)
             return
@@ -400,6 +402,7 @@ class Exchange:
         if up is not None:
             up.ex = None
             up.close()
+            log.warning("bad response from %s: %s", up.ep.label, detail)
         if self.response_started:
             self.abort(self.status)
         else:
@@ -423,7 +426,7 @@ class Exchange:
             self.task.cancel()
             self.task = None
             ep = self.ep
-            detail = f"no connection to {ep.label if ep else '?'} in {self.sc.connect_timeout}s"
+            detail = f"no connection in {self.sc.connect_timeout}s"
             if ep is not None:
                 self.sc.eject(ep, now, detail)
             self.reply_error(504, "connect timeout", detail)
@@ -517,3 +520,12 @@ class Exchange:
         sc.metrics.observe(
             plan.service, plan.lane, self.served_by, status, sc.loop.time() - self.req.started
         )
+
+
+def _reset_detail(exc: Exception | None) -> str:
+    """A client-facing reason for a lost upstream connection (no address: that is logged)."""
+    if exc is None:
+        return "connection closed before a response"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__

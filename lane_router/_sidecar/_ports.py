@@ -54,6 +54,7 @@ class Proxy(Protocol):
     header_timeout: float
     keepalive_timeout: float
     max_header_bytes: int
+    max_headers: int
     max_connections: int
     max_hops: int
     hops_header: str

@@ -48,6 +48,7 @@ class Sidecar:
         self.header_timeout = _finite(config.header_timeout)
         self.keepalive_timeout = _finite(config.keepalive_timeout)
         self.max_header_bytes = config.max_header_bytes
+        self.max_headers = config.max_headers
         self.max_connections = config.max_connections
         self.max_hops = config.max_hops
         self.hops_header = config.hops_header.lower()

@@ -27,6 +27,11 @@ __all__ = [
 ]
 
 _CACHE_MAX = 4096
+# Longest raw value worth a cache entry (checked before caching, so a client cannot fill the
+# caches with long keys): a host name is at most 253 + ":65535", a lane a 63-byte label.
+_HOST_KEY_MAX = 300
+_LANE_KEY_MAX = 64
+_BAGGAGE_KEY_MAX = 256
 
 
 class Pooled(Protocol):
@@ -219,6 +224,8 @@ class RouteTable:
 
     def service_for_host(self, raw: bytes) -> str | None:
         """The service a Host value (or an absolute-form authority) names, or None."""
+        if len(raw) > _HOST_KEY_MAX:
+            return None
         cache = self._host_cache
         try:
             return cache[raw]
@@ -230,8 +237,6 @@ class RouteTable:
         return svc
 
     def _parse_host(self, raw: bytes) -> str | None:
-        if len(raw) > 300:
-            return None
         try:
             text = raw.decode("ascii").strip(" \t").lower()
         except UnicodeDecodeError:
@@ -252,9 +257,12 @@ class RouteTable:
                 try:
                     lane = cache[raw]
                 except KeyError:
-                    if len(cache) >= _CACHE_MAX:
-                        cache.clear()
-                    lane = cache[raw] = valid_lane(raw)
+                    if len(raw) > _LANE_KEY_MAX:
+                        lane = valid_lane(raw)  # (never valid: no entry for it)
+                    else:
+                        if len(cache) >= _CACHE_MAX:
+                            cache.clear()
+                        lane = cache[raw] = valid_lane(raw)
             else:
                 lane = lane_from_headers(values, (), baggage_key=self.baggage_key)
             if lane is not None:
@@ -266,9 +274,12 @@ class RouteTable:
                 try:
                     lane = bcache[raw]
                 except KeyError:
-                    if len(bcache) >= _CACHE_MAX:
-                        bcache.clear()
-                    lane = bcache[raw] = lane_from_baggage((raw,), self.baggage_key)
+                    if len(raw) > _BAGGAGE_KEY_MAX:
+                        lane = lane_from_baggage((raw,), self.baggage_key)
+                    else:
+                        if len(bcache) >= _CACHE_MAX:
+                            bcache.clear()
+                        lane = bcache[raw] = lane_from_baggage((raw,), self.baggage_key)
             else:
                 lane = lane_from_baggage(baggage, self.baggage_key)
             return lane
