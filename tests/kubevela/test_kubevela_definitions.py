@@ -370,6 +370,25 @@ ROWS = [
         error="traffic names exactly one revision besides the baseline",
     ),
     Row(
+        "a revision twice",
+        "canary-rollout-weight",
+        {"component": "reviews", "traffic": [{"revision": "v2", "weight": 50}] * 2},
+        error="traffic names each revision once",
+    ),
+    Row(
+        "three revisions",
+        "canary-rollout-weight",
+        {
+            "component": "reviews",
+            "traffic": [
+                {"revision": "baseline", "weight": 50},
+                {"revision": "v2", "weight": 25},
+                {"revision": "v3", "weight": 25},
+            ],
+        },
+        error="parameter.traffic",
+    ),
+    Row(
         "weight missing component",
         "canary-rollout-weight",
         {"traffic": [{"revision": "v2", "weight": 100}]},
