@@ -93,6 +93,7 @@ class Verdict:
     lane: str | None = None
     reason: str = ""
     claims: Mapping[str, Any] = field(default_factory=dict)
+    expires: float = 0.0  # valid only: until when (exp + leeway) the verdict holds
 
 
 ABSENT: Final = Verdict("absent", reason="no token")
@@ -270,7 +271,7 @@ class Verifier:
         if hit is not None:
             lane, exp = hit
             if clock < exp + self._leeway:
-                return Verdict("valid", lane)
+                return Verdict("valid", lane, expires=exp + self._leeway)
             del self._cache[token]
             return Verdict("expired", reason="token has expired")
         verdict = self._verify(token, clock)
@@ -310,4 +311,4 @@ class Verifier:
         lane = valid_lane(claims.get("lane"))
         if lane is None or lane != claims.get("lane"):
             return Verdict("invalid", reason="claim 'lane' is not a valid lane name")
-        return Verdict("valid", lane, claims=claims)
+        return Verdict("valid", lane, claims=claims, expires=exp + self._leeway)

@@ -8,9 +8,10 @@ from lane_router._demo._cases import lane_cases, pump
 from lane_router._demo._mesh import Blueprint, Mesh, Observed, Version
 from lane_router._demo._planes import PLANES, Plane, parse_prometheus, start_plane
 from lane_router._demo._predict import Hop, entry_lane, predict_path
-from lane_router._demo._run import SCENARIOS, run_demo
+from lane_router._demo._run import EDGE_SCENARIOS, SCENARIOS, run_demo
 
 __all__ = [
+    "EDGE_SCENARIOS",
     "PLANES",
     "SCENARIOS",
     "Blueprint",

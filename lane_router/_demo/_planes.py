@@ -106,9 +106,11 @@ async def start_plane(
     host: str = "127.0.0.1",
     name: str | None = None,
     timeout: float = 15.0,
+    edge_jwks: Path | None = None,
 ) -> Plane:
     """Start a data plane of ``kind`` for ``topology`` (already written to ``lanes_yaml``),
-    listening and serving its admin API on ``host`` (``::1`` for IPv6)."""
+    listening and serving its admin API on ``host`` (``::1`` for IPv6). With ``edge_jwks`` it
+    is an edge (docs/design.md, "The edge"): the lane comes only from a signed lane token."""
     port = listen_port or free_port(host)
     admin_port = free_port(host)
     address, admin = hostport(host, port), hostport(host, admin_port)
@@ -119,9 +121,13 @@ async def start_plane(
             sys.executable, "-m", "lane_router.cli", "sidecar",
             "-f", str(lanes_yaml), "--listen", address, "--admin", admin,
         ]  # fmt: skip
+        if edge_jwks is not None:
+            argv += ["--edge", "--jwks", str(edge_jwks)]
         ready_path = "/readyz"
     elif kind == "envoy":
-        argv = _envoy_argv(topology, address=address, admin=admin, workdir=workdir, name=name)
+        argv = _envoy_argv(
+            topology, address=address, admin=admin, workdir=workdir, name=name, edge=edge_jwks
+        )
         ready_path = "/ready"
     else:
         raise ValueError(f"unknown data plane {kind!r} (expected one of {', '.join(PLANES)})")
@@ -144,7 +150,13 @@ async def start_plane(
 
 
 def _envoy_argv(
-    topology: Topology, *, address: str, admin: str, workdir: Path, name: str
+    topology: Topology,
+    *,
+    address: str,
+    admin: str,
+    workdir: Path,
+    name: str,
+    edge: Path | None = None,
 ) -> list[str]:
     binary = os.environ.get("LANES_ENVOY")  # as tests/envoyproc.py: another Envoy build
     if not binary:
@@ -159,6 +171,12 @@ def _envoy_argv(
     from lane_router.render.envoy import render_envoy
 
     bootstrap = render_envoy(topology, listen=address, admin=admin)
+    if edge is not None:
+        from lane_router._token import load_jwks
+        from lane_router.render.envoy_edge import add_envoy_edge
+
+        text = edge.read_text(encoding="utf-8")
+        add_envoy_edge(bootstrap, topology, load_jwks(text, source=str(edge)), text)
     path = workdir / f"{name}.json"
     path.write_text(json.dumps(bootstrap, indent=1, sort_keys=True), encoding="utf-8")
     base_id = (os.getpid() * 64 + next(_base_ids)) % 2_000_000_000

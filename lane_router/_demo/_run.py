@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 import time
@@ -13,7 +14,7 @@ from lane_router._demo._blueprints import bookinfo
 from lane_router._demo._mesh import Mesh
 from lane_router._demo._predict import Hop
 
-__all__ = ["SCENARIOS", "run_demo"]
+__all__ = ["EDGE_SCENARIOS", "SCENARIOS", "run_demo"]
 
 # (what a QA engineer did, the headers sent). Each shows one rule of design.md.
 SCENARIOS: tuple[tuple[str, Mapping[str, str]], ...] = (
@@ -25,6 +26,15 @@ SCENARIOS: tuple[tuple[str, Mapping[str, str]], ...] = (
     ("x-lane: Feature-A  (invalid)", {"x-lane": "Feature-A"}),
     ("x-lane: nosuch  (not declared)", {"x-lane": "nosuch"}),
     ("x-lane: BAD!, baggage lane=feature-a", {"x-lane": "BAD!", "baggage": "lane=feature-a"}),
+)
+
+# At an edge (docs/design.md, "The edge"): (what a client sent, the token's lane or None, its
+# ttl in seconds (negative: expired), other headers). Only a token that verifies picks a lane.
+EDGE_SCENARIOS: tuple[tuple[str, str | None, int, Mapping[str, str]], ...] = (
+    ("edge: x-lane: feature-a, no token", None, 0, {"x-lane": "feature-a"}),
+    ("edge: baggage lane=feature-b, no token", None, 0, {"baggage": "user=42,lane=feature-b"}),
+    ("edge: signed token lane=feature-b", "feature-b", 600, {"x-lane": "hotfix"}),
+    ("edge: expired token lane=feature-a", "feature-a", -3600, {}),
 )
 
 
@@ -120,6 +130,8 @@ async def _demo(data_plane: str, serve: bool, repeat: int, out: TextIO, stop: as
         out.write(f"Which version served each hop ({repeat} requests per row, via {data_plane}):\n")
         _table(["request", *services, "routing core"], rows, out)
         out.write("\n")
+        edge_rows, edge_failures = await _edge(mesh, data_plane, services, repeat, out)
+        failures += edge_failures
 
         counts = await mesh.plane.lane_counts(mesh.session)
         if not counts:
@@ -138,7 +150,7 @@ async def _demo(data_plane: str, serve: bool, repeat: int, out: TextIO, stop: as
             out.write("Per-cluster counts from Envoy's /stats (upstream_rq_<code>):\n")
             _table(["cluster", "code", "requests"], [(a, b, str(c)) for a, b, c in counts], out)
         out.write("\n")
-        total = repeat * len(SCENARIOS)
+        total = repeat * (len(SCENARIOS) + edge_rows)
         if failures:
             out.write(f"FAILED: {failures} of {total} requests were not routed as predicted.\n")
         else:
@@ -150,6 +162,53 @@ async def _demo(data_plane: str, serve: bool, repeat: int, out: TextIO, stop: as
         await mesh.stop()
         out.write(f"Stopped every process ({time.monotonic() - started:.1f} s in all).\n")
         out.flush()
+
+
+async def _edge(
+    mesh: Mesh, data_plane: str, services: Sequence[str], repeat: int, out: TextIO
+) -> tuple[int, int]:
+    """A second plane of the same kind as a public edge (``--edge --jwks``) in front of the
+    entry service: client lane headers are ignored there, a signed lane token is honoured.
+    Returns (rows, mismatched requests)."""
+    from lane_router._demo._planes import start_plane
+    from lane_router._token import generate_key, load_signing_key, mint
+
+    private, public = generate_key("ES256", "demo")
+    key = load_signing_key(private)
+    jwks = mesh.workdir / "demo-jwks.json"
+    jwks.write_text(json.dumps({"keys": [public]}), encoding="utf-8")
+    assert mesh.topology is not None
+    edge = await start_plane(
+        data_plane,
+        topology=mesh.topology,
+        lanes_yaml=mesh.lanes_yaml,
+        workdir=mesh.workdir,
+        session=mesh.session,
+        name="edge",
+        edge_jwks=jwks,
+    )
+    mesh.planes.append(edge)  # stopped with the mesh
+    rows, failures = [], 0
+    now = time.time()
+    for label, lane, ttl, headers in EDGE_SCENARIOS:
+        sent = dict(headers)
+        if lane is not None:
+            sent["x-lane-token"] = mint(
+                key, lane, abs(ttl), now=now - (2 * abs(ttl) if ttl < 0 else 0)
+            )
+        expected = mesh.predict({"x-lane": lane} if lane is not None and ttl > 0 else {})
+        observed = [await mesh.ask(sent, plane=edge) for _ in range(repeat)]
+        bad = [o for o in observed if o.hops != expected]
+        failures += len(bad)
+        verdict = "as predicted" if not bad else f"MISMATCH, expected {_row(expected, services)}"
+        rows.append([label, *_row((bad or observed)[0].hops, services), verdict])
+    out.write(
+        f"At a public edge (a second {data_plane}, pid {edge.child.pid}, with --edge --jwks): "
+        "client lane headers are removed, only a signed lane token picks a lane:\n"
+    )
+    _table(["request", *services, "routing core"], rows, out)
+    out.write("\n")
+    return len(rows), failures
 
 
 async def _serve(mesh: Mesh, out: TextIO, stop: asyncio.Event) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -19,7 +20,7 @@ from lane_router._edge_wire import DEFAULT_COOKIE, DEFAULT_TOKEN_HEADER, MAX_TOK
 
 if TYPE_CHECKING:
     from lane_router._sidecar._decide import RequestHead
-    from lane_router._token import Verifier
+    from lane_router._token import Verdict, Verifier
 
 __all__ = [
     "H_EDGE",
@@ -96,6 +97,9 @@ class Edge:
         self.stripped = 0  # client lane header lines (x-lane lines, baggage lane members) removed
         self.reload_failures = 0
         self.key = b"lane"  # the topology's baggage key, set by install()
+        # Raw token bytes -> (lane as bytes, until when): the hit path of a QA session skips
+        # decoding and the verifier. Bounded; emptied with every new JWKS.
+        self._fast: dict[bytes, tuple[bytes, float]] = {}
         self._stat_key = self._stat()
         try:
             self.verifier = self._load()
@@ -133,6 +137,7 @@ class Edge:
         self._stat_key = self._stat()
         try:
             self.verifier = self._load()
+            self._fast = {}
         except (ValueError, OSError) as exc:  # JwksError is a ValueError
             self.reload_failures += 1
             log.warning("edge: keeping the previous JWKS: %s (fix the file and reload)", exc)
@@ -164,9 +169,26 @@ class Edge:
         (counted; its baggage lane was already stripped), a verified token's lane is set."""
         if req.lanes:
             self.stripped += len(req.lanes)
-        lane = self.lane(token_from(req.tokens, req.cookies, self.cookie))
-        req.lanes = None if lane is None else [lane.encode("ascii")]
         req.baggage = None
+        tokens = req.tokens
+        raw = tokens[0] if tokens is not None and len(tokens) == 1 else None
+        if raw is not None:
+            hit = self._fast.get(raw)
+            if hit is not None and time.time() < hit[1]:
+                self.tokens["valid"] += 1
+                req.lanes = [hit[0]]
+                return
+        verdict = self._verdict(token_from(tokens, req.cookies, self.cookie))
+        if verdict.lane is None:
+            req.lanes = None
+            return
+        lane = verdict.lane.encode("ascii")
+        req.lanes = [lane]
+        if raw is not None:
+            fast = self._fast
+            if len(fast) >= 1024:
+                del fast[next(iter(fast))]  # oldest first
+            fast[raw] = (lane, verdict.expires)
 
     def metrics(self) -> str:
         """Prometheus text for ``/metrics``."""
@@ -192,9 +214,14 @@ class Edge:
 
     def lane(self, token: bytes | None) -> str | None:
         """The lane of a verified token, else ``None`` (baseline); counts the outcome."""
+        return self._verdict(token).lane
+
+    def _verdict(self, token: bytes | None) -> Verdict:
         if token is not None and len(token) > MAX_TOKEN_BYTES:
+            from lane_router._token import Verdict
+
             self.tokens["invalid"] += 1
-            return None
+            return Verdict("invalid", reason=f"longer than {MAX_TOKEN_BYTES} bytes")
         verdict = self.verifier.verify(token)
         self.tokens[verdict.outcome] += 1
-        return verdict.lane
+        return verdict

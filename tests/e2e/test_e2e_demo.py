@@ -13,7 +13,7 @@ import sys
 import aiohttp
 import pytest
 
-from lane_router._demo import SCENARIOS, Mesh, run_demo
+from lane_router._demo import EDGE_SCENARIOS, SCENARIOS, Mesh, run_demo
 
 DEMO = [sys.executable, "-m", "lane_router.cli", "demo"]
 
@@ -29,7 +29,9 @@ def _gone(pid: int) -> bool:
 def _pids(output: str) -> list[int]:
     m = re.search(r"worker pid ([\d, ]+); \w+ pid (\d+)", output)
     assert m, output
-    return [int(p) for p in m.group(1).split(",")] + [int(m.group(2))]
+    edge = re.search(r"a second \w+, pid (\d+)", output)
+    assert edge, output
+    return [int(p) for p in m.group(1).split(",")] + [int(m.group(2)), int(edge.group(1))]
 
 
 def test_lanes_demo_prints_the_table_and_exits_zero() -> None:
@@ -39,9 +41,12 @@ def test_lanes_demo_prints_the_table_and_exits_zero() -> None:
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     assert "productpage  details" in out and "routing core" in out
-    for label, _ in SCENARIOS:
+    for label in [s[0] for s in SCENARIOS] + [s[0] for s in EDGE_SCENARIOS]:
         row = next(line for line in out.splitlines() if line.startswith(label))
         assert row.endswith("as predicted"), row
+    # At the edge an unsigned x-lane is ignored and a signed lane token is honoured.
+    assert re.search(r"edge: x-lane: feature-a, no token\s+baseline\s+baseline\s+baseline\s", out)
+    assert re.search(r"edge: signed token lane=feature-b\s+\S+\s+\S+\s+feature-a\s+feature-b", out)
     assert re.search(r"feature-b -> feature-a\s+200\s+\d+", out), out
     assert "OK: all" in out
     assert all(_gone(pid) for pid in _pids(out))
@@ -52,7 +57,7 @@ def test_lanes_demo_over_envoy() -> None:
     out = io.StringIO()
     assert asyncio.run(run_demo(data_plane="envoy", repeat=1, out=out)) == 0, out.getvalue()
     text = out.getvalue()
-    assert text.count("as predicted") == len(SCENARIOS)
+    assert text.count("as predicted") == len(SCENARIOS) + len(EDGE_SCENARIOS)
     assert "Envoy's /stats" in text and "reviews|feature-a" in text
     assert all(_gone(pid) for pid in _pids(text))
 

@@ -1,0 +1,167 @@
+"""The sidecar as an edge (``--edge --jwks``, a valid lane token on every request) vs the plain
+sidecar (``x-lane`` on every request), side by side in one run. Goal (issue 11): edge req/s
+within 10% of the plain sidecar's (the verified-token cache makes a QA session cost one
+signature check).
+
+Usage::
+
+    .venv/bin/python bench/bench_edge.py [--duration 5] [--repeats 3]
+
+Same setup as ``bench_proxy.py`` (its helpers are reused): each sidecar pinned to core 0 in
+turn, wrk and the upstream on core 1, interleaved rounds, medians. Both sidecars route
+``Host: reviews`` to the feature-a version; the edge one also strips client lane headers and
+verifies the ES256 token (``x-lane-token``) through its cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench_proxy import LOAD_CORE, ROOT, _latency_us, cpu_seconds, ensure_wrk, start_sidecar
+
+CASES = (("c32", 32), ("c1", 1))
+
+
+def wrk(url: str, conns: int, duration: float, pid: int, headers: list[str]) -> dict[str, float]:
+    cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}",
+           f"-d{max(1, round(duration))}s", "--latency", "-H", "Host: reviews"]  # fmt: skip
+    for h in headers:
+        cmd += ["-H", h]
+    before = cpu_seconds(pid)
+    out = subprocess.run([*cmd, url], check=True, capture_output=True, text=True).stdout
+    after = cpu_seconds(pid)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if bad:
+        sys.exit(f"{bad.group(1)} non-2xx answers from {url}:\n{out}")
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_us": _latency_us(out, "50"),
+        "cpu_us_per_req": (after - before) * 1e6 / requests if requests else float("nan"),
+    }
+
+
+def check(url: str, headers: dict[str, str]) -> None:
+    req = urllib.request.Request(url, headers={"Host": "reviews", **headers})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        body = resp.read()
+    if b"feature-a" not in body:
+        sys.exit(f"{url} did not route to feature-a: {body[:200]!r}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    ensure_wrk()
+    import yaml
+
+    from lane_router._token import generate_key, load_signing_key, mint
+
+    work = Path(tempfile.mkdtemp(prefix="bench-edge-"))
+    procs: list[Any] = []
+    try:
+        up = subprocess.Popen(
+            ["taskset", "-c", LOAD_CORE, sys.executable, str(ROOT / "bench" / "bench_proxy.py"),
+             "--upstream", "baseline", "feature-a"],
+            stdout=subprocess.PIPE,
+        )  # fmt: skip
+        procs.append(up)
+        assert up.stdout is not None
+        base_port, fa_port = map(int, up.stdout.readline().split())
+        topo = {
+            "lanes": {"feature-a": {}},
+            "services": {"reviews": {"port": 9080, "versions": {
+                "baseline": [f"127.0.0.1:{base_port}"], "feature-a": [f"127.0.0.1:{fa_port}"]}}},
+        }  # fmt: skip
+        topo_path = work / "lanes.yaml"
+        topo_path.write_text(yaml.safe_dump(topo))
+        private, public = generate_key("ES256", "bench")
+        (work / "jwks.json").write_text(json.dumps({"keys": [public]}))
+        token = mint(load_signing_key(private), "feature-a", 3600)
+
+        plain, plain_port = start_sidecar(topo_path, work / "plain.log")
+        procs.append(plain)
+        # bench_proxy.start_sidecar has no extra flags: the edge one is started here.
+        cmd = ["taskset", "-c", "0", sys.executable, "-m", "lane_router.cli", "sidecar",
+               "-f", str(topo_path), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+               "--log-level", "warning", "--edge", "--jwks", str(work / "jwks.json")]  # fmt: skip
+        edge = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=(work / "edge.log").open("wb"), cwd=ROOT
+        )
+        procs.append(edge)
+        line = edge.stdout.readline().decode()  # type: ignore[union-attr]
+        m = re.search(r"proxy=\S+:(\d+)", line)
+        if not m:
+            sys.exit(f"edge sidecar did not start: {line!r}\n{(work / 'edge.log').read_text()}")
+        targets = {
+            "sidecar": (f"http://127.0.0.1:{plain_port}/", plain.pid, ["x-lane: feature-a"]),
+            "sidecar --edge": (
+                f"http://127.0.0.1:{m.group(1)}/",
+                edge.pid,
+                [f"x-lane-token: {token}"],
+            ),
+        }
+        check(targets["sidecar"][0], {"x-lane": "feature-a"})
+        check(targets["sidecar --edge"][0], {"x-lane-token": token})
+        for url, pid, headers in targets.values():
+            wrk(url, 8, 1, pid, headers)  # warm up
+        runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+        order = list(targets)
+        for rep in range(args.repeats):
+            for case, conns in CASES:
+                for name in order[rep % 2 :] + order[: rep % 2]:
+                    url, pid, headers = targets[name]
+                    res = wrk(url, conns, args.duration, pid, headers)
+                    runs.setdefault((name, case), []).append(res)
+                    print(
+                        f"round {rep + 1} {case:>3} {name:>14}: {res['rps']:>8.0f} req/s "
+                        f"p50 {res['p50_us']:>6.0f} us",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        med = {k: {f: statistics.median(r[f] for r in v) for f in v[0]} for k, v in runs.items()}
+        print(f"\nMedians of {args.repeats} interleaved {args.duration:g}-s runs.\n")
+        print("| sidecar | req/s c32 | p50 c32 | CPU us/req c32 | req/s c1 | p50 c1 |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for name in targets:
+            c32, c1 = med[(name, "c32")], med[(name, "c1")]
+            print(
+                f"| {name} | {c32['rps']:,.0f} | {c32['p50_us']:.0f} us | "
+                f"{c32['cpu_us_per_req']:.1f} | {c1['rps']:,.0f} | {c1['p50_us']:.0f} us |"
+            )
+        ratio = med[("sidecar --edge", "c32")]["rps"] / med[("sidecar", "c32")]["rps"]
+        per_round = [
+            e["rps"] / p["rps"]
+            for e, p in zip(runs[("sidecar --edge", "c32")], runs[("sidecar", "c32")], strict=True)
+        ]
+        print(
+            f"\nedge / plain req/s at c32: {ratio:.3f} (per round: "
+            f"{', '.join(f'{r:.3f}' for r in per_round)}); goal >= 0.90"
+        )
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
