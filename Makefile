@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_render.py
 	$(BIN)/python bench/bench_controller.py
 	$(BIN)/python bench/bench_proxy.py
+	$(BIN)/python bench/bench_edge.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis node_modules
