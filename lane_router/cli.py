@@ -12,7 +12,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 # Order is the order of ``lanes --help``.
-_COMMANDS = ("check", "render", "canary", "sidecar", "controller", "token", "demo")
+_COMMANDS = ("check", "render", "canary", "sidecar", "controller", "token", "demo", "ui")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,0 +1,93 @@
+"""``lanes ui``: serve the lane map, call graph and canary pages on live figures."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "serve the lane map, call graph per lane and canary pages on live figures"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    parser.add_argument("-f", "--file", required=True, help="the topology (lanes.yaml)")
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="where the UI listens (port 0 picks one; the address is printed)",
+    )
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument(
+        "--sidecar",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a sidecar admin address to scrape /metrics from, repeatable "
+        "(the default when no --prometheus: 127.0.0.1:15000)",
+    )
+    src.add_argument(
+        "--prometheus",
+        metavar="URL",
+        help="a Prometheus server's base URL, e.g. http://prometheus:9090",
+    )
+    parser.add_argument(
+        "--window",
+        default="1m",
+        help="rate window (PromQL duration with --prometheus; seconds of "
+        "history kept when scraping sidecars)",
+    )
+    parser.add_argument(
+        "--refresh", type=float, default=5.0, metavar="S", help="seconds between page refreshes"
+    )
+    parser.add_argument(
+        "--tracing-url",
+        metavar="TEMPLATE",
+        help="link to a lane's spans in a tracing UI; {lane} and {service} are "
+        "filled in, e.g. 'http://jaeger:16686/search?service={service}"
+        "&tags=%%7B%%22lane%%22%%3A%%22{lane}%%22%%7D'",
+    )
+
+
+def _seconds(window: str) -> float:
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for unit in sorted(units, key=len, reverse=True):
+        if window.endswith(unit) and window[: -len(unit)].replace(".", "", 1).isdigit():
+            return float(window[: -len(unit)]) * units[unit]
+    return float(window)
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    from lane_router import TopologyError, load_topology
+    from lane_router._address import split_hostport
+
+    try:
+        from lane_router.ui import PrometheusSource, ScrapeSource, UiConfig, run_forever
+    except ModuleNotFoundError as exc:
+        print(f"lanes ui: {exc}; install it with: pip install 'traffic-lanes[ui]'", file=sys.stderr)
+        return 2
+    try:
+        load_topology(args.file)
+        host, port = split_hostport(args.listen, port_zero=True)
+        window = _seconds(args.window)
+    except (TopologyError, OSError, ValueError) as exc:
+        print(f"lanes ui: {exc}", file=sys.stderr)
+        return 2
+    if args.refresh <= 0 or window <= 0:
+        print("lanes ui: --refresh and --window must be positive", file=sys.stderr)
+        return 2
+    if args.prometheus:
+        source = PrometheusSource(args.prometheus, window=args.window)
+    else:
+        source = ScrapeSource(args.sidecar or ["127.0.0.1:15000"], window=window)
+    config = UiConfig(Path(args.file), source, refresh=args.refresh, tracing=args.tracing_url)
+    try:
+        asyncio.run(run_forever(config, host, port))
+    except KeyboardInterrupt:
+        return 130
+    return 0
