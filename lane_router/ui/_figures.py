@@ -252,11 +252,12 @@ class PrometheusSource:
         self.window = window
         self.origin = f"Prometheus {self.url} (rate window {window})"
 
-    async def _query(self, session: aiohttp.ClientSession, expr: str) -> list[tuple[dict, float]]:
+    async def _query(
+        self, session: aiohttp.ClientSession, expr: str, at: float
+    ) -> list[tuple[dict, float]]:
         url = f"{self.url}/api/v1/query"
-        async with session.get(
-            url, params={"query": expr}, timeout=aiohttp.ClientTimeout(total=10)
-        ) as resp:
+        params = {"query": expr, "time": f"{at:.3f}"}
+        async with session.get(url, params=params, timeout=aiohttp.ClientTimeout(total=10)) as resp:
             body = await resp.content.read(MAX_BODY + 1)
             if len(body) > MAX_BODY:
                 raise ValueError(f"{url} sent more than {MAX_BODY} bytes")
@@ -272,8 +273,9 @@ class PrometheusSource:
     async def figures(self, session: aiohttp.ClientSession) -> Figures:
         qs = queries(self.window)
         names = list(qs)
+        at = time.time()  # one evaluation instant, so rates and error rates agree
         results = await asyncio.gather(
-            *(self._query(session, qs[n]) for n in names), return_exceptions=True
+            *(self._query(session, qs[n], at) for n in names), return_exceptions=True
         )
         rows: dict[tuple[str, str, str, str], Row] = {}
         p99s: dict[tuple[str, str, str, str], float | None] = {}

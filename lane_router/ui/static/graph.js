@@ -2,7 +2,7 @@
 // with rate, error share and p99; the lane's own versions are highlighted.
 import { errClass, h, live, ms, pct, rate } from "./common.js";
 
-const W = 190, H = 74, COL = 290, ROW = 112, PAD = 28;
+const W = 190, H = 74, COL = 330, ROW = 112, PAD = 28;
 
 function laneFromUrl() {
   return new URLSearchParams(location.search).get("lane") || "";
