@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp import web
+from test_monitoring import dashboard_exprs, rule_groups
 from ui_helpers import (
     ARTIFACTS,
     CHROMIUM_FLAGS,
@@ -90,7 +92,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         }
         sidecar, proxy, admin = start_sidecar(workdir, topology)
         procs.append(sidecar)
-        prom, prom_url = start_prometheus(workdir, [admin])
+        prom, prom_url = start_prometheus(workdir, [admin], rule_groups=rule_groups())
         procs.append(prom)
         lanes_yaml = workdir / "lanes.yaml"
         tracing = "http://tracing.example/search?tags=lane%3D{lane}&service={service}"
@@ -207,6 +209,31 @@ def test_graph_json_marks_the_lanes_versions(stack: Stack) -> None:
     assert {(e["from"], e["to"]) for e in view["edges"]} >= {("(client)", "ratings")}
     status, body = get(f"{stack.ui}/api/graph?lane=nosuch")
     assert status == 404 and b"no such lane" in body
+
+
+def test_rules_and_dashboard_on_prometheus(stack: Stack) -> None:
+    """The recording rules record, the canary's 5xx puts its alert in pending (it needs 5 m to
+    fire), and every dashboard query runs."""
+    send(stack.proxy, "reviews", 200)
+
+    def prom(expr: str) -> list[dict[str, Any]]:
+        data = get_json(f"{stack.prometheus}/api/v1/query?query={quote(expr)}")
+        assert data["status"] == "success", (expr, data)
+        return data["data"]["result"]
+
+    def alert_pending() -> list[dict[str, Any]]:
+        alerts = get_json(f"{stack.prometheus}/api/v1/alerts")["data"]["alerts"]
+        return [a for a in alerts if a["labels"]["alertname"] == "CanaryErrorRateAboveBaseline"]
+
+    wait_for(lambda: prom('lanes:requests:rate1m{service="reviews"}'), "recorded rates")
+    (alert,) = wait_for(alert_pending, "the canary alert")
+    assert alert["state"] == "pending"
+    assert alert["labels"]["service"] == "reviews" and alert["labels"]["served_by"] == "v2"
+    groups = get_json(f"{stack.prometheus}/api/v1/rules")["data"]["groups"]
+    assert all(r["health"] != "err" for g in groups for r in g["rules"]), groups
+    for expr in dashboard_exprs():
+        prom(expr.replace("$service", ".*").replace("$lane", ".*"))
+    assert prom('sum by (lane) (lanes:requests:rate1m{service=~".*", lane=~".*"})')
 
 
 # -- the pages in a real browser ---------------------------------------------------------------

@@ -166,16 +166,25 @@ def start_sidecar(workdir: Path, topology: Mapping[str, Any], *args: str) -> tup
 
 
 def start_prometheus(
-    workdir: Path, targets: list[str], *, interval: str = "1s"
+    workdir: Path,
+    targets: list[str],
+    *,
+    interval: str = "1s",
+    rule_groups: list[dict[str, Any]] | None = None,
 ) -> tuple[Proc, str]:
-    """Debian's Prometheus scraping ``targets`` (sidecar admin addresses) every ``interval``;
-    returns (process, base URL) once it answers ready."""
+    """Debian's Prometheus scraping ``targets`` (sidecar admin addresses) and evaluating
+    ``rule_groups`` every ``interval``; returns (process, base URL) once it answers ready."""
     binary = need_binary("prometheus", "prometheus")
     port = free_port()
-    config = {
+    config: dict[str, Any] = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "scrape_configs": [{"job_name": "lanes-sidecar", "static_configs": [{"targets": targets}]}],
     }
+    if rule_groups:
+        # The group's own interval (30s in the cluster) yields to the test's.
+        groups = [{k: v for k, v in g.items() if k != "interval"} for g in rule_groups]
+        (workdir / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+        config["rule_files"] = [str(workdir / "rules.yaml")]
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
     argv = [
         binary,
