@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean venv system-deps node kubevela-defs
+.PHONY: demo test lint bench clean venv system-deps node kubevela-defs screenshots
 
 venv: $(STAMP)
 
@@ -46,6 +46,11 @@ $(NODE_STAMP): package.json package-lock.json
 # and k8s/*.yaml (tests/kubevela checks they are up to date).
 kubevela-defs: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python tests/kubevela/vela_render.py --write
+
+# The README's UI screenshots (docs/img/), taken by the browser tests on a real sidecar and
+# Prometheus; needs Debian's chromium and prometheus (make system-deps).
+screenshots: $(STAMP)
+	LANES_SCREENSHOTS=docs/img $(BIN)/python -m pytest -q tests/ui/test_ui_live.py
 
 # Speed is measured here, never in the tests. bench_proxy pins processes to cores and installs wrk
 # (a Debian package) when it is missing; see bench/README.md.

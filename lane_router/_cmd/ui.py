@@ -65,12 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     from lane_router import TopologyError, load_topology
     from lane_router._address import split_hostport
+    from lane_router.ui import PrometheusSource, ScrapeSource, UiConfig, run_forever
 
-    try:
-        from lane_router.ui import PrometheusSource, ScrapeSource, UiConfig, run_forever
-    except ModuleNotFoundError as exc:
-        print(f"lanes ui: {exc}; install it with: pip install 'traffic-lanes[ui]'", file=sys.stderr)
-        return 2
     try:
         load_topology(args.file)
         host, port = split_hostport(args.listen, port_zero=True)

@@ -212,10 +212,25 @@ async def _edge(
 
 
 async def _serve(mesh: Mesh, out: TextIO, stop: asyncio.Event) -> None:
+    from lane_router.ui import ScrapeSource, UiConfig, serve_ui
+
     addr = mesh.plane.address
     stats = "metrics" if mesh.plane.kind == "sidecar" else "stats"
+    # Envoy's stats carry no lane labels: its UI shows the routing without live figures.
+    admins = [mesh.plane.admin] if mesh.plane.kind == "sidecar" else []
+    ui, url = await serve_ui(UiConfig(mesh.lanes_yaml, ScrapeSource(admins)), "127.0.0.1", 0)
+    try:
+        await _serve_with_ui(mesh, out, stop, addr, stats, url)
+    finally:
+        await ui.cleanup()
+
+
+async def _serve_with_ui(
+    mesh: Mesh, out: TextIO, stop: asyncio.Event, addr: str, stats: str, url: str
+) -> None:
     out.write(
-        f"\nServing until Ctrl-C. Topology: {mesh.lanes_yaml}\nTry:\n"
+        f"\nServing until Ctrl-C. Topology: {mesh.lanes_yaml}\n"
+        f"UI (lane map, call graph, canary): {url}\nTry:\n"
         f"  curl -s -H 'Host: productpage' http://{addr}/\n"
         f"  curl -s -H 'Host: productpage' -H 'x-lane: feature-b' http://{addr}/\n"
         f"  curl -s -H 'Host: productpage' -H 'baggage: lane=feature-a' http://{addr}/\n"

@@ -26,9 +26,13 @@ function cell(lane, service, c) {
   else { kind = "base"; label = c.serving; }
   const parts = [h("div", { class: "version " + kind, text: label })];
   if (kind === "fallback") parts.push(h("div", { class: "note", text: "via fallback" }));
-  if (c.canary)
+  if (c.canary) {
+    const all = Object.values(c.served_by).reduce((a, b) => a + b, 0);
+    const now = all > 0 ? ` (now ${Math.round(100 * (c.served_by[c.canary.version] || 0) / all)}%)`
+      : "";
     parts.push(h("div", { class: "note canary-note",
-      text: `canary ${c.canary.version} · ${c.canary.weight}%` }));
+      text: `canary ${c.canary.version} · ${c.canary.weight}%${now}` }));
+  }
   const fig = !c.total ? h("div", { class: "figures idle", text: "no traffic yet" })
     : h("div", { class: "figures" },
     h("span", { class: "rps", title: "requests per second", text: rate(c.rate) }),
