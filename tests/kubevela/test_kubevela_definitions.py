@@ -551,6 +551,8 @@ def test_parameter_table(row: Row, outcomes: dict[str, Outcome]) -> None:
     for path, want in row.expect.items():
         assert _at(got.value, path) == want, f"{path}: {_at(got.value, path)!r}"
     objs = _objects(got.value)
+    # One routing table per host: the controller's. No definition writes one of its own.
+    assert not {o["kind"] for o in objs} & {"VirtualService", "DestinationRule"}
     assert objs or "patch" in got.value, "nothing produced"
     assert [p for o in objs for p in _validate(o)] == []
     if row.definition in ("traffic-lane", "canary-traffic"):

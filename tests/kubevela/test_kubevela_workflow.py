@@ -196,3 +196,18 @@ def test_lane_example_puts_two_components_into_feature_a(double, start_controlle
         (_subset(double, "productpage", "baseline"), 100),
     )
     assert converged(double, NS)
+
+
+def test_canary_trait_example_routes_as_the_model_says(double, start_controller) -> None:
+    double.put(service("ratings"))
+    double.put(deployment("ratings", "baseline"))
+    _components(double, example("reviews-canary-trait.yaml"))
+    ctl = start_controller()
+    double.wait_for(lambda: _subset(double, "reviews", "v2"), what="the canary's subset")
+    settle(double, ctl)
+    base, v2 = _subset(double, "reviews", "baseline"), _subset(double, "reviews", "v2")
+    assert _where(double, "reviews", JASON) == ((v2, 100),)
+    assert _where(double, "reviews", ANON) == ((base, 90), (v2, 10))
+    tc = double.get("TrafficCanary", NS, "reviews-v2")
+    assert (tc["status"]["observedWeight"], tc["status"]["matches"]) == (10, 1)
+    assert converged(double, NS)
