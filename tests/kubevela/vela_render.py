@@ -137,22 +137,37 @@ def render_definition(src: Path, evaluated: dict[str, Any]) -> str:
     return head + _with_template(doc, template)
 
 
+def _manifests(folder: Path) -> list[Path]:
+    """The files a kustomization lists, in order; a listed folder is a kustomization too."""
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text(encoding="utf-8"))
+    out: list[Path] = []
+    for entry in kustomization.get("resources") or ():
+        path = folder / entry
+        out.extend(_manifests(path) if path.is_dir() else [path])
+    return out
+
+
 def render_resources() -> dict[str, str]:
-    """resources/<NN>-<kind>-<name>.yaml -> text, one object each, from the k8s/ manifests."""
+    """resources/<NN>-<kind>-<name>.yaml -> text, one object each, from the k8s/ manifests.
+
+    What `kubectl apply -k k8s/` installs, in its order (the sample shop is not in the addon).
+    Patches and generators of a kustomization are not applied: the addon refuses to render one
+    that has them rather than ship objects that differ from `kubectl apply -k`.
+    """
     out: dict[str, str] = {}
     n = 0
-    # What `kubectl apply -k k8s/` installs, in its order (the sample shop is not in the addon).
-    kustomization = yaml.safe_load(
-        (REPO / "k8s" / "kustomization.yaml").read_text(encoding="utf-8")
-    )
-    for manifest in kustomization["resources"]:
-        text = (REPO / "k8s" / manifest).read_text(encoding="utf-8")
-        for doc in yaml.safe_load_all(text):
+    for path in _manifests(REPO / "k8s"):
+        kust = yaml.safe_load((path.parent / "kustomization.yaml").read_text(encoding="utf-8"))
+        extra = set(kust) - {"apiVersion", "kind", "resources"}
+        if extra:
+            raise ValueError(f"{path.parent}/kustomization.yaml: {sorted(extra)} not rendered here")
+        rel = path.relative_to(REPO)
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
             if doc is None:
                 continue
             n += 1
             name = f"{n:02d}-{doc['kind'].lower()}-{doc['metadata']['name']}.yaml"
-            head = f"# Generated from k8s/{manifest} by `make kubevela-defs`: edit that file.\n"
+            head = f"# Generated from {rel} by `make kubevela-defs`: edit that file.\n"
             out[name] = head + _dump(doc)
     return out
 
