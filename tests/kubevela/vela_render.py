@@ -1,14 +1,16 @@
 """Render the KubeVela addon: YAML definitions from the CUE sources, one-object resource files
 from the project's manifests. ``python tests/kubevela/vela_render.py --write`` (``make
-kubevela-defs``) writes them; ``--check`` (and the tests) fail when a file is out of date, as
+kubevela-defs``) writes them; without ``--write`` it (like the tests) fails when a file is stale, as
 upstream's ``make check-diff`` does.
 
 A CUE source is in ``vela def`` form: imports, the metadata block ``"<name>": {type, description,
 annotations, labels, attributes}``, then ``template: {...}`` closing the file. The metadata is
 evaluated by the real CUE evaluator; the template's text is kept as written (comments too),
 dedented, with the imports in front, which is what ``vela def render`` puts in
-``spec.schematic.cue.template``. Each file in ``resources/`` holds one object, because KubeVela's
-addon loader reads one object per file.
+``spec.schematic.cue.template`` (upstream also formats it, ``cue fmt -s``; here the source's
+own layout is kept). Keys of ``annotations`` and ``labels`` without ``oam.dev`` get the
+``custom.definition.oam.dev/`` prefix, as upstream's. Each file in ``resources/`` holds one
+object, because KubeVela's addon loader reads one object per file.
 """
 
 from __future__ import annotations
@@ -114,11 +116,11 @@ def render_definition(src: Path, evaluated: dict[str, Any]) -> str:
         raise ValueError(f"{src}: the definition is named {name!r}, the file {src.stem!r}")
     annotations = {"definition.oam.dev/description": meta["description"]}
     for key, value in (meta.get("annotations") or {}).items():
-        annotations[key if "/" in key else f"custom.definition.oam.dev/{key}"] = value
+        annotations[key if "oam.dev" in key else f"custom.definition.oam.dev/{key}"] = value
     metadata: dict[str, Any] = {"annotations": annotations}
     if meta.get("labels"):
         metadata["labels"] = {
-            k if "/" in k else f"custom.definition.oam.dev/{k}": v
+            k if "oam.dev" in k else f"custom.definition.oam.dev/{k}": v
             for k, v in meta["labels"].items()
         }
     metadata |= {"name": name, "namespace": "vela-system"}
