@@ -5,10 +5,12 @@ signature check).
 
 Usage::
 
-    .venv/bin/python bench/bench_edge.py [--duration 5] [--repeats 3]
+    .venv/bin/python bench/bench_edge.py [--duration 2] [--pairs 15]
 
 Same setup as ``bench_proxy.py`` (its helpers are reused): each sidecar pinned to core 0 in
-turn, wrk and the upstream on core 1, interleaved rounds, medians. Both sidecars route
+turn, wrk and the upstream on core 1. Runs come in back-to-back (plain, edge) pairs, in
+alternating order, so both see the same background load; the figure is the median of the
+per-pair ratios (req/s and the sidecar's own CPU time per request). Both sidecars route
 ``Host: reviews`` to the feature-a version; the edge one also strips client lane headers and
 verifies the ES256 token (``x-lane-token``) through its cache.
 """
@@ -62,8 +64,8 @@ def check(url: str, headers: dict[str, str]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=5.0)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=2.0, help="seconds per wrk run")
+    ap.add_argument("--pairs", type=int, default=15, help="back-to-back (plain, edge) pairs")
     args = ap.parse_args()
     ensure_wrk()
     import yaml
@@ -118,39 +120,54 @@ def main() -> int:
         check(targets["sidecar --edge"][0], {"x-lane-token": token})
         for url, pid, headers in targets.values():
             wrk(url, 8, 1, pid, headers)  # warm up
+        # Paired runs: each (plain, edge) pair runs back to back, in alternating order, so both
+        # see the same background load; the figure is the median of the per-pair ratios.
         runs: dict[tuple[str, str], list[dict[str, float]]] = {}
         order = list(targets)
-        for rep in range(args.repeats):
-            for case, conns in CASES:
-                for name in order[rep % 2 :] + order[: rep % 2]:
+        for case, conns in CASES:
+            for i in range(args.pairs):
+                for name in order if i % 2 == 0 else order[::-1]:
                     url, pid, headers = targets[name]
                     res = wrk(url, conns, args.duration, pid, headers)
                     runs.setdefault((name, case), []).append(res)
-                    print(
-                        f"round {rep + 1} {case:>3} {name:>14}: {res['rps']:>8.0f} req/s "
-                        f"p50 {res['p50_us']:>6.0f} us",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-        med = {k: {f: statistics.median(r[f] for r in v) for f in v[0]} for k, v in runs.items()}
-        print(f"\nMedians of {args.repeats} interleaved {args.duration:g}-s runs.\n")
-        print("| sidecar | req/s c32 | p50 c32 | CPU us/req c32 | req/s c1 | p50 c1 |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: |")
-        for name in targets:
-            c32, c1 = med[(name, "c32")], med[(name, "c1")]
+            ratios = [
+                e["rps"] / p["rps"]
+                for e, p in zip(
+                    runs[("sidecar --edge", case)], runs[("sidecar", case)], strict=True
+                )
+            ]
+            cpu = [
+                e["cpu_us_per_req"] / p["cpu_us_per_req"]
+                for e, p in zip(
+                    runs[("sidecar --edge", case)], runs[("sidecar", case)], strict=True
+                )
+            ]
+            q = statistics.quantiles(ratios, n=4)
             print(
-                f"| {name} | {c32['rps']:,.0f} | {c32['p50_us']:.0f} us | "
-                f"{c32['cpu_us_per_req']:.1f} | {c1['rps']:,.0f} | {c1['p50_us']:.0f} us |"
+                f"{case}: edge/plain req/s median {statistics.median(ratios):.3f} "
+                f"(quartiles {q[0]:.3f}-{q[2]:.3f}, {len(ratios)} pairs of {args.duration:g} s); "
+                f"CPU us/req edge/plain median {statistics.median(cpu):.3f}",
+                file=sys.stderr,
+                flush=True,
             )
-        ratio = med[("sidecar --edge", "c32")]["rps"] / med[("sidecar", "c32")]["rps"]
-        per_round = [
-            e["rps"] / p["rps"]
-            for e, p in zip(runs[("sidecar --edge", "c32")], runs[("sidecar", "c32")], strict=True)
-        ]
-        print(
-            f"\nedge / plain req/s at c32: {ratio:.3f} (per round: "
-            f"{', '.join(f'{r:.3f}' for r in per_round)}); goal >= 0.90"
-        )
+            runs[("ratio", case)] = [{"rps": r, "cpu": c} for r, c in zip(ratios, cpu, strict=True)]
+        print(f"\nMedians over {args.pairs} back-to-back pairs of {args.duration:g}-s runs.\n")
+        print("| sidecar | req/s c32 | CPU us/req c32 | req/s c1 | p50 c1 |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for name in targets:
+            c32, c1 = runs[(name, "c32")], runs[(name, "c1")]
+            print(
+                f"| {name} | {statistics.median(r['rps'] for r in c32):,.0f} | "
+                f"{statistics.median(r['cpu_us_per_req'] for r in c32):.1f} | "
+                f"{statistics.median(r['rps'] for r in c1):,.0f} | "
+                f"{statistics.median(r['p50_us'] for r in c1):.0f} us |"
+            )
+        for case, _ in CASES:
+            rows = runs[("ratio", case)]
+            print(
+                f"edge / plain at {case}: req/s {statistics.median(r['rps'] for r in rows):.3f}, "
+                f"CPU us/req {statistics.median(r['cpu'] for r in rows):.3f} (goal: req/s >= 0.90)"
+            )
     finally:
         for p in procs:
             if p.poll() is None:

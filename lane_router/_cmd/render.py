@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         options = _options(args)
         edge = _edge_input(args)
         if args.format == "envoy" and args.xds_dir:
-            return _render_xds(args, topology, options)
+            return _render_xds(args, topology, options, edge)
         objects = render(topology, args.format, **options)
         if edge is not None:
             objects = _add_edge(args, topology, objects, *edge)
@@ -183,8 +183,6 @@ def _edge_input(args: argparse.Namespace) -> tuple[Any, str] | None:
         raise ValueError("--edge needs --jwks FILE (lanes token keygen writes one)")
     if args.format == "istio" and not args.gateway:
         raise ValueError("--edge with istio needs --gateway (the ingress is the edge)")
-    if args.xds_dir:
-        raise ValueError("--edge with --xds-dir is not supported yet: render a static bootstrap")
     from lane_router._token import load_jwks
 
     try:
@@ -250,10 +248,18 @@ def _add_edge(
     return [*edge, *objects]  # the edge is in place before the ingress routes use x-lane
 
 
-def _render_xds(args: argparse.Namespace, topology: Any, options: dict[str, Any]) -> int:
+def _render_xds(
+    args: argparse.Namespace,
+    topology: Any,
+    options: dict[str, Any],
+    edge: tuple[Any, str] | None = None,
+) -> int:
     from lane_router.render import XdsError, dump_yaml, render_envoy_xds, write_envoy_xds
 
     xds = render_envoy_xds(topology, xds_dir=args.xds_dir, **options)
+    if edge is not None:  # the edge filters live in the bootstrap's listener: a new JWKS
+        # takes a restart of Envoy (routes and clusters still change live)
+        _add_edge(args, topology, [xds.bootstrap], *edge)
     try:
         write_envoy_xds(xds, args.xds_dir, admin_url=args.envoy_admin)
     except (XdsError, OSError) as exc:

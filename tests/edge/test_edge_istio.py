@@ -93,6 +93,14 @@ def test_render_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     names = [f["name"] for f in hcm["typed_config"]["http_filters"]]
     assert names[:3] == [STRIP_FILTER, JWT_FILTER, DROP_FILTER]
+    xds = ["--xds-dir", str(tmp_path / "xds")]
+    assert main([*base, "--format", "envoy", *edge, *xds]) == 0
+    (bootstrap,) = yaml.safe_load_all(capsys.readouterr().out)
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    assert [f["name"] for f in hcm["typed_config"]["http_filters"]][:2] == [
+        STRIP_FILTER,
+        JWT_FILTER,
+    ]
     gateway = [
         "--gateway",
         "istio-ingress/public",
