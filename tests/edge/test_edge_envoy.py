@@ -14,9 +14,12 @@ import pytest
 from edge_tokens import Keys, attack_tokens, make_keys
 from envoy_upstreams import Fleet
 from envoyproc import EnvoyProcess, running_envoy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_edge_strip import STRIP_CASES
 
 from lane_router import Topology, topology_from_dict
+from lane_router._sidecar._edge import strip_baggage_lane
 from lane_router._token import load_jwks, mint
 from lane_router.render import render_envoy
 from lane_router.render.envoy_edge import add_envoy_edge
@@ -128,3 +131,20 @@ def test_a_key_removed_from_the_jwks_no_longer_verifies(
         assert ask(proxy, [("x-lane-token", mint(keys.b, "feature-a", 600))])[1]["lane"] == (
             "baseline"
         )
+
+
+_PIECES = st.sampled_from(["lane", "lanes", "k", "=", "==", ",", ";", " ", "\t", "a-1", "%41", "x"])
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(line=st.lists(_PIECES, min_size=1, max_size=12).map("".join))
+def test_envoy_strips_like_the_sidecar(envoy: EnvoyProcess, line: str) -> None:
+    """The Lua strip step and the sidecar's ``strip_baggage_lane`` agree on any line (the value
+    as HTTP delivers it: surrounding spaces trimmed)."""
+    value = line.strip(" \t")
+    if not value:
+        return
+    status, seen = ask(envoy, [("baggage", value)])
+    assert status == 200
+    after = strip_baggage_lane(value.encode(), b"lane")
+    assert seen["baggage"] == ([] if after is None else [after.decode()])
