@@ -19,6 +19,14 @@ def _hostport(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _service_name(text: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a service name (an RFC 1123 label)")
+    return text
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.add_argument("-f", "--file", required=True, help="the topology (lanes.yaml)")
@@ -37,6 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="127.0.0.1:15000",
         metavar="HOST:PORT",
         help="admin address: /healthz /readyz /metrics /routes",
+    )
+    parser.add_argument(
+        "--service",
+        type=_service_name,
+        metavar="NAME",
+        help="a per-pod sidecar: the service whose calls it carries, the `source` label of its "
+        "request metrics (the call graph of `lanes ui`)",
     )
     parser.add_argument("--no-admin", action="store_true", help="do not start the admin server")
     parser.add_argument(
@@ -118,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         listen=tuple(args.listen or [("127.0.0.1", 15001)]),
         admin=None if args.no_admin else args.admin,
         admin_server=args.admin_server,
+        service=args.service,
         connect_timeout=args.connect_timeout,
         idle_timeout=args.idle_timeout,
         request_timeout=args.request_timeout,

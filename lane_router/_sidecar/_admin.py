@@ -54,6 +54,7 @@ def admin_response(sidecar: AdminView, method: str, path: str) -> tuple[int, str
             open_connections=len(sidecar.connections),
             generation=sidecar.table.generation,
             ready=sidecar.ready,
+            routes=sidecar.table.route_info(),
         )
         if sidecar.edge is not None:
             text += sidecar.edge.metrics()

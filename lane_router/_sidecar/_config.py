@@ -26,6 +26,7 @@ class SidecarConfig:
     listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 15001),)
     admin: tuple[str, int] | None = ("127.0.0.1", 15000)
     admin_server: str = "builtin"  # or "aiohttp"
+    service: str | None = None  # per-pod sidecar: its callers' service (the `source` label)
     connect_timeout: float = 5.0
     idle_timeout: float = 60.0  # nothing from the upstream (nor the client's body) for this long
     request_timeout: float = 300.0  # the whole exchange, headers in to last byte out

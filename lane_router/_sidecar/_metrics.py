@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterable
 
 __all__ = ["BUCKETS", "Metrics"]
 
@@ -17,10 +18,13 @@ def _esc(value: str) -> str:
 class Metrics:
     """Label values are the topology's names or fixed tokens, never raw request bytes."""
 
-    def __init__(self) -> None:
+    def __init__(self, source: str = "") -> None:
+        """``source``: the service this sidecar's callers belong to (``--service``), a
+        per-process constant added as a ``source`` label at scrape time, never per request."""
+        self.source = source
         self.requests: dict[tuple[str, str, str, int], int] = {}
-        # (service, lane) -> [bucket counts..., +Inf count, sum of seconds]
-        self.latency: dict[tuple[str, str], list[float]] = {}
+        # (service, lane, served_by) -> [bucket counts..., +Inf count, sum of seconds]
+        self.latency: dict[tuple[str, str, str], list[float]] = {}
         self.reloads = 0
         self.reload_failures = 0
         self.internal_errors = 0
@@ -33,7 +37,7 @@ class Metrics:
         key = (service, lane, served_by, code)
         req = self.requests
         req[key] = req.get(key, 0) + 1
-        lkey = (service, lane)
+        lkey = (service, lane, served_by)
         hist = self.latency.get(lkey)
         if hist is None:
             hist = self.latency[lkey] = [0.0] * (_NB + 2)
@@ -43,7 +47,16 @@ class Metrics:
     def ejected(self, endpoint: str) -> None:
         self.ejections[endpoint] = self.ejections.get(endpoint, 0) + 1
 
-    def render(self, *, open_connections: int, generation: int, ready: bool) -> str:
+    def render(
+        self,
+        *,
+        open_connections: int,
+        generation: int,
+        ready: bool,
+        routes: Iterable[tuple[str, str, str]] = (),
+    ) -> str:
+        """Prometheus text. ``routes``: (service, lane, serving lane or "") of the live table."""
+        src = f',source="{_esc(self.source)}"' if self.source else ""
         out: list[str] = [
             "# HELP lanes_requests_total Requests by service, lane, serving lane and status.",
             "# TYPE lanes_requests_total counter",
@@ -51,14 +64,14 @@ class Metrics:
         for (svc, lane, served, code), n in sorted(self.requests.items()):
             out.append(
                 f'lanes_requests_total{{service="{_esc(svc)}",lane="{_esc(lane)}",'
-                f'served_by="{_esc(served)}",code="{code}"}} {n}'
+                f'served_by="{_esc(served)}",code="{code}"{src}}} {n}'
             )
         out += [
             "# HELP lanes_request_duration_seconds Time from request head to last response byte.",
             "# TYPE lanes_request_duration_seconds histogram",
         ]
-        for (svc, lane), hist in sorted(self.latency.items()):
-            labels = f'service="{_esc(svc)}",lane="{_esc(lane)}"'
+        for (svc, lane, served), hist in sorted(self.latency.items()):
+            labels = f'service="{_esc(svc)}",lane="{_esc(lane)}",served_by="{_esc(served)}"{src}'
             acc = 0.0
             for i, bound in enumerate(BUCKETS):
                 acc += hist[i]
@@ -69,6 +82,16 @@ class Metrics:
             out.append(f'lanes_request_duration_seconds_bucket{{{labels},le="+Inf"}} {int(acc)}')
             out.append(f"lanes_request_duration_seconds_sum{{{labels}}} {hist[-1]:.6f}")
             out.append(f"lanes_request_duration_seconds_count{{{labels}}} {int(acc)}")
+        out += [
+            "# HELP lanes_route_info The live routing table: 1 per service and lane, "
+            'serving = the lane whose version serves it ("" = strict 503).',
+            "# TYPE lanes_route_info gauge",
+        ]
+        for svc, lane, serving in routes:
+            out.append(
+                f'lanes_route_info{{service="{_esc(svc)}",lane="{_esc(lane)}",'
+                f'serving="{_esc(serving)}"}} 1'
+            )
         out += [
             "# HELP lanes_upstream_ejections_total Endpoints ejected (refused or reset).",
             "# TYPE lanes_upstream_ejections_total counter",

@@ -36,7 +36,7 @@ class Sidecar:
     def __init__(self, config: SidecarConfig) -> None:
         self.config = config
         self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
-        self.metrics = Metrics()
+        self.metrics = Metrics(source=config.service or "")
         self.registry: dict[tuple[str, int], EndpointState] = {}
         self.connections: set[Client] = set()
         self.draining = False

@@ -217,6 +217,14 @@ class RouteTable:
                 routes[lane] = route
             self.routes[sname] = routes
 
+    def route_info(self) -> list[tuple[str, str, str]]:
+        """(service, lane, serving lane) per route, sorted; "" where a strict lane stops."""
+        return [
+            (sname, lane, route.pools[0].lane if route.pools else "")
+            for sname, routes in sorted(self.routes.items())
+            for lane, route in sorted(routes.items())
+        ]
+
     def with_hops_header(self, name: str) -> None:
         self.special[name.encode("ascii").lower()] = H_HOPS
 

@@ -115,12 +115,14 @@ def map_view(
 
 
 def _layers(nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, int]:
-    """Column of each node: the longest call path reaching it (cycles cut), callers first."""
-    layer = dict.fromkeys(nodes, 0)
+    """Column of each node: the longest call path reaching it (cycles cut), callers first;
+    with a ``(client)`` node, it alone is column 0."""
+    first = 1 if CLIENT in nodes else 0
+    layer = {n: 0 if n == CLIENT else first for n in nodes}
     for _ in range(len(nodes)):
         changed = False
         for a, b in edges:
-            if a != b and layer[b] < layer[a] + 1 <= len(nodes):
+            if a != b and layer[b] < layer[a] + 1 <= len(nodes) + 1:
                 layer[b] = layer[a] + 1
                 changed = True
         if not changed:
@@ -141,8 +143,6 @@ def graph_view(
     if any(src == CLIENT for src, _ in groups):
         names.insert(0, CLIENT)
     layer = _layers(names, list(groups))
-    if CLIENT in layer:  # the callers come first; every service sits right of them
-        layer = {n: (v if n == CLIENT else max(v, 1)) for n, v in layer.items()}
     nodes = []
     for name in names:
         if name == CLIENT:

@@ -140,18 +140,30 @@ def test_metrics_text() -> None:
     fb = 'service="reviews",lane="feature-b"'
     assert f'lanes_requests_total{{{fb},served_by="feature-a",code="200"}} 2' in text
     assert (
-        'lanes_request_duration_seconds_bucket{service="reviews",lane="feature-b",le="0.0005"} 0'
-        in text
+        f'lanes_request_duration_seconds_bucket{{{fb},served_by="feature-a",le="0.0005"}} 0' in text
     )
     assert (
-        'lanes_request_duration_seconds_bucket{service="reviews",lane="feature-b",le="0.001"} 1'
-        in text
+        f'lanes_request_duration_seconds_bucket{{{fb},served_by="feature-a",le="0.001"}} 1' in text
     )
     assert (
-        'lanes_request_duration_seconds_bucket{service="reviews",lane="feature-b",le="+Inf"} 2'
-        in text
+        f'lanes_request_duration_seconds_bucket{{{fb},served_by="feature-a",le="+Inf"}} 2' in text
     )
     assert "lanes_open_connections 3" in text and "lanes_table_generation 2" in text
+    assert "source=" not in text  # a shared sidecar (no --service) has no source label
+
+
+def test_metrics_source_and_route_info() -> None:
+    """``--service``: a constant ``source`` label added at scrape time; the live table as
+    ``lanes_route_info`` (what the LanePropagationBreak alert joins on)."""
+    m = Metrics(source="productpage")
+    m.observe("reviews", "baseline", "v2", 500, 0.002)
+    routes = [("reviews", "baseline", "baseline"), ("reviews", "hotfix", "")]
+    text = m.render(open_connections=0, generation=1, ready=True, routes=routes)
+    want = 'service="reviews",lane="baseline",served_by="v2"'
+    assert f'lanes_requests_total{{{want},code="500",source="productpage"}} 1' in text
+    assert f'lanes_request_duration_seconds_count{{{want},source="productpage"}} 1' in text
+    assert 'lanes_route_info{service="reviews",lane="hotfix",serving=""} 1' in text
+    assert 'lanes_route_info{service="reviews",lane="baseline",serving="baseline"} 1' in text
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,8 @@ WEIGHT = 20  # the reviews canary's weight, percent
 
 @dataclass
 class Stack:
-    proxy: str
+    proxy: str  # a shared sidecar: its callers are "(client)"
+    pp_proxy: str  # productpage's own sidecar (--service productpage)
     admin: str
     prometheus: str
     ui: str  # the UI on Prometheus
@@ -92,7 +93,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         }
         sidecar, proxy, admin = start_sidecar(workdir, topology)
         procs.append(sidecar)
-        prom, prom_url = start_prometheus(workdir, [admin], rule_groups=rule_groups())
+        pp_sidecar, pp_proxy, pp_admin = start_sidecar(
+            workdir, topology, "--service", "productpage", name="pp-sidecar"
+        )
+        procs.append(pp_sidecar)
+        admins = [admin, pp_admin]
+        prom, prom_url = start_prometheus(workdir, admins, rule_groups=rule_groups())
         procs.append(prom)
         lanes_yaml = workdir / "lanes.yaml"
         tracing = "http://tracing.example/search?tags=lane%3D{lane}&service={service}"
@@ -105,10 +111,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         runners.append(ui_runner)
         direct_runner, direct_url = loop.run(
-            serve_ui(UiConfig(lanes_yaml, ScrapeSource([admin]), refresh=1.0), "127.0.0.1", 0)
+            serve_ui(UiConfig(lanes_yaml, ScrapeSource(admins), refresh=1.0), "127.0.0.1", 0)
         )
         runners.append(direct_runner)
-        yield Stack(proxy, admin, prom_url, ui_url.rstrip("/"), direct_url.rstrip("/"))
+        yield Stack(proxy, pp_proxy, admin, prom_url, ui_url.rstrip("/"), direct_url.rstrip("/"))
     finally:
         for proc in procs:
             proc.stop()
@@ -194,19 +200,30 @@ def test_canary_share_reads_the_weight_on_prometheus(stack: Stack) -> None:
     assert canary["canary"]["error_ratio"] == pytest.approx(1.0)
     assert canary["baseline"]["error_ratio"] == 0.0
     assert canary["canary"]["p99"] is not None and canary["baseline"]["p99"] is not None
+    # The sidecar's routing table, for the propagation-break alert.
+    info = get_json(
+        f"{stack.prometheus}/api/v1/query?query="
+        + quote('lanes_route_info{service="reviews",lane="feature-b"}')
+    )["data"]["result"]
+    assert {r["metric"]["serving"] for r in info} == {"feature-a"}
     direct = get_json(f"{stack.ui_direct}/api/canary")["canaries"][0]
     assert abs(direct["share_total"] - WEIGHT) < 5
 
 
 def test_graph_json_marks_the_lanes_versions(stack: Stack) -> None:
     send(stack.proxy, "ratings", 3, {"x-lane": "feature-b"})
+    send(stack.pp_proxy, "reviews", 4, {"x-lane": "feature-b"})
     view = get_json(f"{stack.ui_direct}/api/graph?lane=feature-b")
     nodes = {n["service"]: n for n in view["nodes"]}
     assert nodes["ratings"]["own"] and not nodes["reviews"]["own"]
     assert nodes["reviews"]["fallback"] and nodes["reviews"]["serving"] == "feature-a"
     assert not nodes["productpage"]["own"] and nodes["productpage"]["serving"] == "baseline"
-    # A shared sidecar has no --service: its callers show as one "(client)" node.
-    assert {(e["from"], e["to"]) for e in view["edges"]} >= {("(client)", "ratings")}
+    # A shared sidecar has no --service: its callers show as one "(client)" node; the calls
+    # through productpage's sidecar (--service productpage) come from productpage.
+    edges = {(e["from"], e["to"]): e for e in view["edges"]}
+    assert ("(client)", "ratings") in edges and ("productpage", "reviews") in edges
+    assert edges[("productpage", "reviews")]["total"] >= 4
+    assert nodes["reviews"]["layer"] > nodes["productpage"]["layer"]
     status, body = get(f"{stack.ui}/api/graph?lane=nosuch")
     assert status == 404 and b"no such lane" in body
 
@@ -324,10 +341,13 @@ def test_lane_map_page(stack: Stack, page: Any) -> None:
 
 
 def test_call_graph_page(stack: Stack, page: Any) -> None:
-    send(stack.proxy, "reviews", 5, {"x-lane": "feature-a"})
+    send(stack.proxy, "productpage", 5, {"x-lane": "feature-a"})
+    send(stack.pp_proxy, "reviews", 5, {"x-lane": "feature-a"})
+    send(stack.pp_proxy, "details", 5, {"x-lane": "feature-a"})
     send(stack.proxy, "ratings", 5, {"x-lane": "feature-a"})
     page.goto(f"{stack.ui_direct}/graph?lane=feature-a")
-    _rendered(page)
+    send(stack.pp_proxy, "reviews", 5, {"x-lane": "feature-a"})
+    _rendered(page, 2)  # a second scrape: rates, error shares and p99 on the edges
     kinds = dict(
         page.eval_on_selector_all(
             "g.node", "ns => ns.map(n => [n.dataset.service, n.dataset.kind])"
@@ -336,7 +356,7 @@ def test_call_graph_page(stack: Stack, page: Any) -> None:
     assert kinds["reviews"] == kinds["ratings"] == "own"
     assert kinds["productpage"] == kinds["details"] == "base"
     assert page.locator("a.lane-tab.active").inner_text() == "feature-a"
-    assert page.locator("g.edge").count() >= 1
+    assert page.locator('g.edge[data-from="productpage"][data-to="reviews"]').count() == 1
     _shot(page, "call-graph")
     page.goto(f"{stack.ui_direct}/graph?lane=hotfix")
     _rendered(page)

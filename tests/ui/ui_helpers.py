@@ -142,13 +142,15 @@ class Proc:
         self._out.close()
 
 
-def start_sidecar(workdir: Path, topology: Mapping[str, Any], *args: str) -> tuple[Proc, str, str]:
+def start_sidecar(
+    workdir: Path, topology: Mapping[str, Any], *args: str, name: str = "sidecar"
+) -> tuple[Proc, str, str]:
     """``lanes sidecar`` on ephemeral ports; returns (process, proxy address, admin address)."""
     path = workdir / "lanes.yaml"
     path.write_text(yaml.safe_dump(dict(topology)))
     argv = [sys.executable, "-m", "lane_router.cli", "sidecar", "-f", str(path)]
     argv += ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", *args]
-    proc = Proc(argv, workdir / "sidecar.log", stdout=subprocess.PIPE)
+    proc = Proc(argv, workdir / f"{name}.log", stdout=subprocess.PIPE)
     assert proc.proc.stdout is not None
     box: dict[str, bytes] = {}
     reader = threading.Thread(

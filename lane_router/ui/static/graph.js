@@ -1,8 +1,8 @@
 // A lane's call graph: services as boxes in columns by call depth, calls as edges labelled
 // with rate, error share and p99; the lane's own versions are highlighted.
-import { errClass, h, live, ms, pct, rate } from "./common.js";
+import { count, errClass, h, live, ms, pct, rate } from "./common.js";
 
-const W = 190, H = 74, COL = 330, ROW = 112, PAD = 28;
+const W = 190, H = 74, COL = 370, ROW = 112, PAD = 28;
 
 function laneFromUrl() {
   return new URLSearchParams(location.search).get("lane") || "";
@@ -14,6 +14,13 @@ function tabs(data) {
     h("a", { href: "/graph?lane=" + encodeURIComponent(l.name),
       class: "lane-tab" + (l.name === data.lane ? " active" : ""),
       "aria-current": l.name === data.lane ? "page" : null, text: l.name })));
+}
+
+// Rate, 5xx share and p99 once two samples exist; until then the count so far.
+function figures(f, err) {
+  if (!f.total) return "no traffic yet";
+  if (f.rate === null) return `${count(f.total)} requests so far`;
+  return `${rate(f.rate)} · ${pct(f.error_ratio)}${err} · p99 ${ms(f.p99)}`;
 }
 
 function place(nodes) {
@@ -45,22 +52,28 @@ function nodeBox(n, p, lane) {
   h("text", { x: 14, y: 24, class: "name", text: n.service }),
   h("text", { x: 14, y: 44, class: "sub", text: sub }));
   if (!n.client)
-    g.append(h("text", { x: 14, y: 62, class: "figs" + (n.total ? "" : " idle"),
-      text: n.total ? `${rate(n.rate)} · ${pct(n.error_ratio)} err · p99 ${ms(n.p99)}`
-        : "no traffic yet" }));
+    g.append(h("text", { x: 14, y: 62, class: "figs" + (n.rate === null ? " idle" : ""),
+      text: figures(n, " err") }));
   return g;
 }
 
-function edgePath(a, b) {
-  const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2;
+// An edge from a's right side to one port on b's left side. An edge that skips columns runs
+// below the nodes of the columns it crosses (`floor`), so it never passes behind a box.
+function edgePath(a, b, portY, floor) {
+  const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = portY;
+  const label = { lx: x2 - 12, ly: y2 - 6, anchor: "end" };
   if (x2 <= x1) { // same column or backwards: loop around below
     const ym = Math.max(a.y, b.y) + H + 24;
     return { d: `M${a.x + W / 2},${a.y + H} C${a.x + W / 2},${ym} ${b.x + W / 2},${ym} ${b.x + W / 2},${b.y + H}`,
-      lx: (a.x + b.x) / 2 + W / 2, ly: ym };
+      lx: (a.x + b.x) / 2 + W / 2, ly: ym + 14, anchor: "middle" };
+  }
+  if (floor !== null) {
+    const g = COL - W, yf = floor;
+    return { d: `M${x1},${y1} C${x1 + g / 2},${y1} ${x1 + g / 2},${yf} ${x1 + g},${yf} ` +
+      `L${x2 - g},${yf} C${x2 - g / 2},${yf} ${x2 - g / 2},${y2} ${x2 - 2},${y2}`, ...label };
   }
   const mx = (x1 + x2) / 2;
-  return { d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2 - 2},${y2}`,
-    lx: x2 - 12, ly: y2 - 9, anchor: "end" };
+  return { d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2 - 2},${y2}`, ...label };
 }
 
 function render(data) {
@@ -74,21 +87,40 @@ function render(data) {
   if (data.trace_url)
     info.append(h("a", { href: data.trace_url, class: "trace", text: "spans of this lane" }));
   const { pos, width, height } = place(data.nodes);
-  const svg = h("svg", { id: "graph-svg", viewBox: `0 0 ${width} ${height + 30}`,
-    width, height: height + 30, role: "img", "aria-label": "call graph of lane " + data.lane },
+  const svg = h("svg", { id: "graph-svg", viewBox: `0 0 ${width} ${height + 50}`,
+    width, height: height + 50, role: "img", "aria-label": "call graph of lane " + data.lane },
   h("defs", {}, h("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 8, refY: 5,
     markerWidth: 11, markerHeight: 11, markerUnits: "userSpaceOnUse", orient: "auto" },
   h("path", { d: "M0,0 L10,5 L0,10 z", class: "arrowhead" }))));
+  // Ports: the edges into one node enter at spread heights, ordered by their source's height.
+  const incoming = new Map();
+  for (const e of data.edges) {
+    if (!pos.get(e.from) || !pos.get(e.to)) continue;
+    if (!incoming.has(e.to)) incoming.set(e.to, []);
+    incoming.get(e.to).push(e);
+  }
+  const port = new Map();
+  for (const [to, list] of incoming) {
+    list.sort((p, q) => pos.get(p.from).y - pos.get(q.from).y);
+    const b = pos.get(to);
+    list.forEach((e, i) => port.set(e, b.y + (H * (i + 1)) / (list.length + 1)));
+  }
+  let extra = 0;
   for (const e of data.edges) {
     const a = pos.get(e.from), b = pos.get(e.to);
     if (!a || !b) continue;
-    const { d, lx, ly, anchor } = edgePath(a, b);
+    let floor = null;
+    if (b.x - a.x > COL) { // crosses columns: run below their lowest node
+      const crossed = [...pos.values()].filter((p) => p.x > a.x && p.x < b.x);
+      floor = Math.max(...crossed.map((p) => p.y + H)) + 20 + 10 * extra++;
+    }
+    const { d, lx, ly, anchor } = edgePath(a, b, port.get(e), floor);
     const width = 1.5 + Math.min(6, Math.log2(1 + (e.rate || 0)));
     svg.append(h("g", { class: "edge " + errClass(e.error_ratio), "data-from": e.from,
       "data-to": e.to, "data-total": e.total },
     h("path", { d, "stroke-width": width, "marker-end": "url(#arrow)" }),
     h("text", { x: lx, y: ly, "text-anchor": anchor || "middle", class: "edge-label",
-      text: `${rate(e.rate)} · ${pct(e.error_ratio)} · p99 ${ms(e.p99)}` })));
+      text: figures(e, "") })));
   }
   for (const n of data.nodes) svg.append(nodeBox(n, pos.get(n.service), { baseline: data.baseline }));
   document.getElementById("graph").replaceChildren(svg);
