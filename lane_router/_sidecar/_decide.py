@@ -262,7 +262,7 @@ def _canary(
             name = h[i].lower()
             if name in needs:
                 found.setdefault(name.decode("latin-1"), []).append(
-                    h[i + 2].strip(b" \t").decode("latin-1")
+                    h[i + 2].strip(b" \t").decode("utf-8", "surrogateescape")
                 )
         # Fields the parser keeps apart from the copied ones (the lane header cannot be
         # matched: the topology forbids it; hop-by-hop fields belong to this hop only).
@@ -273,8 +273,10 @@ def _canary(
             (b"connection", head.conn_tokens),
         ):
             if values and name in needs:
-                found[name.decode("ascii")] = [v.strip(b" \t").decode("latin-1") for v in values]
-    path = url.partition(b"?")[0].decode("latin-1")
+                found[name.decode("ascii")] = [
+                    v.strip(b" \t").decode("utf-8", "surrogateescape") for v in values
+                ]
+    path = url.partition(b"?")[0].decode("utf-8", "surrogateescape")
     taken = canary.canary.takes(lambda n: found.get(n, ()), path, roll())
     return canary.route if taken else route
 
