@@ -205,6 +205,19 @@ class ClientConnection(asyncio.Protocol):
                         431, "header too large", f"trailers over {self.sc.max_header_bytes} bytes"
                     )
 
+    def eof_received(self) -> bool | None:
+        """The client half-closed. Requests already complete are still answered (then the
+        connection closes; a head left unfinished is dropped); idle, mid-body or in an open
+        tunnel, it closes now."""
+        cur = self.cur
+        if cur is None or self.parsing is not None or cur.status == 101:
+            return None
+        queue = self.queue
+        (queue[-1] if queue else cur).keep_alive = False
+        if self.tunnel is None:
+            self.tunnel = _DISCARD
+        return True
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         sc = self.sc
