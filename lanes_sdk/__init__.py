@@ -2,8 +2,8 @@
 
 One call, ``lanes_sdk.instrument()``, makes an aiohttp service carry lanes; the pieces are
 public for other stacks: ``LanePropagator`` (``OTEL_PROPAGATORS=tracecontext,baggage,lane``),
-``LaneASGIMiddleware``, ``LaneExecutor``/``wrap`` for threads, ``inject_lane``/``extract_lane``
-for message headers, ``LaneSpanProcessor``.
+``LaneASGIMiddleware``, ``LaneWSGIMiddleware``, ``LaneExecutor``/``wrap`` for threads,
+``inject_lane``/``extract_lane`` for message headers, ``LaneSpanProcessor``.
 """
 
 from importlib import import_module
@@ -17,6 +17,7 @@ from lanes_sdk.wire import (
     DEFAULT_BASELINE,
     DEFAULT_HEADER,
     lane_from_baggage,
+    lane_from_field,
     lane_from_headers,
     valid_lane,
 )
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
     from lanes_sdk._messages import extract_lane, inject_lane
     from lanes_sdk._propagator import LanePropagator
     from lanes_sdk._spans import LANE_ATTRIBUTE, LaneSpanProcessor
+    from lanes_sdk._textmap import LaneConfigError
     from lanes_sdk._threads import LaneExecutor, wrap
+    from lanes_sdk._wsgi import LaneWSGIMiddleware
 
 _LAZY = {
     "lane_middleware": "_aiohttp",
@@ -38,6 +41,8 @@ _LAZY = {
     "current_lane": "_context",
     "use_lane": "_context",
     "LanesInstrumentor": "_instrument",
+    "LaneConfigError": "_textmap",
+    "LaneWSGIMiddleware": "_wsgi",
     "instrument": "_instrument",
     "uninstrument": "_instrument",
     "extract_lane": "_messages",
@@ -69,16 +74,19 @@ __all__ = [
     "DEFAULT_HEADER",
     "LANE_ATTRIBUTE",
     "LaneASGIMiddleware",
+    "LaneConfigError",
     "LaneExecutor",
     "LanePropagator",
     "LaneScope",
     "LaneSpanProcessor",
+    "LaneWSGIMiddleware",
     "LanesInstrumentor",
     "current_lane",
     "extract_lane",
     "inject_lane",
     "instrument",
     "lane_from_baggage",
+    "lane_from_field",
     "lane_from_headers",
     "lane_middleware",
     "uninstrument",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from opentelemetry import context as _otel_context
@@ -16,7 +17,9 @@ __all__ = ["lane_middleware"]
 _GETTER = MultiGetter()
 
 
-async def lane_middleware(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+async def lane_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """aiohttp middleware: the handler runs with the request's lane and baggage attached.
 
     Works with or without the OpenTelemetry aiohttp server instrumentation, in any position: it

@@ -12,12 +12,19 @@ from opentelemetry import baggage as _baggage
 from opentelemetry import context as _otel_context
 from opentelemetry.context import Context, get_value, set_value
 
+from lanes_sdk.wire import (
+    MAX_LANE_LENGTH,
+    baggage_key_from_env,
+    header_from_env,
+    lane_from_field,
+    valid_lane,
+)
+
+_BAGGAGE_KEY: str | None
 try:  # where baggage lives in a Context; private, so every use has a public-API fallback
     from opentelemetry.baggage import _BAGGAGE_KEY
 except ImportError:  # pragma: no cover - depends on the OpenTelemetry release
     _BAGGAGE_KEY = None
-
-from lanes_sdk.wire import MAX_LANE_LENGTH, baggage_key_from_env, header_from_env, valid_lane
 
 __all__ = [
     "BAGGAGE_KEY",
@@ -45,13 +52,14 @@ _LENIENT: dict[str, str | None] = {}
 
 
 def checked_lane(value: object) -> str | None:
-    """``valid_lane(value)``, memoised for short ``str`` values (the routing header)."""
+    """``lane_from_field(value)`` (a valid lane, else the first one of a comma-joined line),
+    memoised for short ``str`` values (the routing header)."""
     if type(value) is not str or len(value) > _CACHEABLE:
-        return valid_lane(value)
+        return lane_from_field(value)
     try:
         return _STRICT[value]
     except KeyError:
-        lane = valid_lane(value)
+        lane = lane_from_field(value)
         if len(_STRICT) >= _CACHE_MAX:
             _STRICT.clear()
         _STRICT[value] = lane

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from typing import cast
 
 from opentelemetry import baggage as _baggage
 from opentelemetry.context import Context, get_current
@@ -38,7 +39,7 @@ def _read(carrier: CarrierT, getter: Getter[CarrierT], name: str) -> Sequence[ob
     """Every value of header ``name``. For a dict with the default getter, a str value is read
     directly: the same answer as ``DefaultGetter`` without its slow ABC isinstance check."""
     if getter is default_getter and type(carrier) is dict:
-        value = carrier.get(name)
+        value = cast("dict[str, object]", carrier).get(name)
         if value is None:
             return None
         if type(value) is str:
@@ -112,7 +113,7 @@ class LanePropagator(TextMapPropagator):
                 if lane is not None:
                     return lane
         values = _read(carrier, getter, BAGGAGE_HEADER)
-        return lane_from_baggage(values, self._key) if values else None
+        return lane_from_baggage(cast("Sequence[str]", values), self._key) if values else None
 
     def inject(
         self,

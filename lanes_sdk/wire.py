@@ -22,6 +22,7 @@ __all__ = [
     "baggage_key_from_env",
     "header_from_env",
     "lane_from_baggage",
+    "lane_from_field",
     "lane_from_headers",
     "valid_lane",
 ]
@@ -59,6 +60,33 @@ def valid_lane(value: object) -> str | None:
     if _LANE_RE.fullmatch(value) is None:
         return None
     return value
+
+
+# A joined field line is read up to this many list members: enough for any repeated header a
+# real client sends, and a bounded cost for a hostile line of commas.
+MAX_JOINED_MEMBERS = 16
+
+
+def lane_from_field(value: object) -> str | None:
+    """The lane of one routing-header field line: ``valid_lane(value)``, else the first valid
+    member of it read as a comma-separated list.
+
+    WSGI/CGI (and some proxies, RFC 9110 section 5.3) join repeated field lines with ``,``;
+    ``x-lane: a`` sent twice then arrives as ``a,a`` (Werkzeug) or ``a, a``. The data planes
+    read each line on its own and take the first valid one, so the joined form must too.
+    """
+    lane = valid_lane(value)
+    if lane is not None:
+        return lane
+    if isinstance(value, bytes | bytearray):
+        value = value.decode("latin-1")
+    if type(value) is not str or "," not in value:
+        return None
+    for part in value.split(",", MAX_JOINED_MEMBERS)[:MAX_JOINED_MEMBERS]:
+        lane = valid_lane(part)
+        if lane is not None:
+            return lane
+    return None
 
 
 _MEMBER_RES: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {}

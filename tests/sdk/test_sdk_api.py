@@ -183,14 +183,16 @@ def test_instrument_is_idempotent(tracer_provider, monkeypatch):
     assert "x-lane" not in out  # the default textmap is back
 
 
-def test_instrument_leaves_a_chosen_otel_propagators_alone(monkeypatch):
+def test_instrument_adds_lane_to_a_chosen_otel_propagators_and_says_so(monkeypatch, caplog):
     monkeypatch.setenv("OTEL_PROPAGATORS", "tracecontext")
     textmap = get_global_textmap()
     lanes_sdk.instrument()
     try:
-        assert get_global_textmap() is textmap
+        assert get_global_textmap() is not textmap
+        assert "has no 'lane'" in caplog.text and "tracecontext,baggage,lane" in caplog.text
     finally:
         lanes_sdk.uninstrument()
+    assert get_global_textmap() is textmap
 
 
 def test_propagator_settings(monkeypatch):
