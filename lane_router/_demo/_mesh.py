@@ -106,11 +106,13 @@ class Mesh:
     workers: dict[Version, Child] = field(default_factory=dict)
     children: list[Child] = field(default_factory=list)
     planes: list[Plane] = field(default_factory=list)
+    callers: dict[str, Plane] = field(default_factory=dict)  # service -> its own sidecar
     topology: Topology | None = None
     _own_workdir: bool = False
     _env: dict[str, str] = field(default_factory=dict)
     _spec: dict[str, Any] = field(default_factory=dict)
     _slow: dict[Version, float] = field(default_factory=dict)
+    _callers: dict[str, str] = field(default_factory=dict)  # service -> its sidecar's address
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -128,6 +130,7 @@ class Mesh:
         slow: Mapping[Version, float] | None = None,
         tracing: bool = True,
         workdir: Path | None = None,
+        callers: bool = False,
     ) -> Mesh:
         """Start workers, write ``lanes.yaml`` (without ``hidden`` versions), start the plane.
 
@@ -136,8 +139,14 @@ class Mesh:
         a process of its own, so it can be killed alone. ``tracing`` gives the apps a real
         OpenTelemetry SDK tracer provider (spans recorded, no exporter). ``slow`` gives some
         versions a fixed latency in milliseconds. ``host`` is the loopback address of every
-        app and of the data plane (``::1`` runs the whole mesh over IPv6).
+        app and of the data plane (``::1`` runs the whole mesh over IPv6). With ``callers``
+        (sidecar plane only), each service that calls others reaches them through a sidecar of
+        its own started with ``--service NAME``, as a per-pod sidecar would (``callers``), so
+        the request metrics say who called (their ``source`` label); QA's requests still enter
+        through the first plane.
         """
+        if callers and plane != "sidecar":
+            raise ValueError("callers=True needs the sidecar data plane (--service)")
         own = workdir is None
         wd = Path(tempfile.mkdtemp(prefix="lanes-demo-")) if workdir is None else workdir
         session = aiohttp.ClientSession(
@@ -149,9 +158,12 @@ class Mesh:
         try:
             reserved = reserve_port(host)
             listen_port = int(reserved.getsockname()[1])
+            caller_socks = {s: reserve_port(host) for s in blueprint.calls} if callers else {}
+            caller_ports = {s: int(k.getsockname()[1]) for s, k in caller_socks.items()}
             try:
                 await mesh._start_workers(
                     hostport(host, listen_port),
+                    {s: hostport(host, p) for s, p in caller_ports.items()},
                     host=host,
                     mode=mode,
                     workers=workers,
@@ -163,6 +175,8 @@ class Mesh:
                 mesh.write_topology(mesh.topology)
             finally:
                 reserved.close()
+                for sock in caller_socks.values():
+                    sock.close()
             mesh.planes.append(
                 await start_plane(
                     plane,
@@ -174,6 +188,20 @@ class Mesh:
                     host=host,
                 )
             )
+            for service, port in caller_ports.items():
+                caller = await start_plane(
+                    "sidecar",
+                    topology=mesh.topology,
+                    lanes_yaml=mesh.lanes_yaml,
+                    workdir=wd,
+                    session=session,
+                    listen_port=port,
+                    host=host,
+                    name=f"sidecar-{service}",
+                    service=service,
+                )
+                mesh.planes.append(caller)
+                mesh.callers[service] = caller
         except BaseException:
             await mesh.stop()
             raise
@@ -182,6 +210,7 @@ class Mesh:
     async def _start_workers(
         self,
         dataplane: str,
+        caller_planes: Mapping[str, str],
         *,
         host: str,
         mode: str,
@@ -209,6 +238,7 @@ class Mesh:
             "tracing": tracing,
         }
         self._slow = dict(slow)
+        self._callers = dict(caller_planes)
         started = [await self._spawn(group) for group in groups]
         for child in started:
             await self._read_ports(child)
@@ -235,6 +265,7 @@ class Mesh:
                 "calls": [list(x) for x in bp.calls.get(s, ())],
                 "latency_ms": self._slow.get((s, lane), 0.0),
                 "listen_port": ports.get((s, lane), 0),
+                "dataplane": self._callers.get(s, self._spec["dataplane"]),
             }
             for s, lane in group
         ]

@@ -107,10 +107,12 @@ async def start_plane(
     name: str | None = None,
     timeout: float = 15.0,
     edge_jwks: Path | None = None,
+    service: str | None = None,
 ) -> Plane:
     """Start a data plane of ``kind`` for ``topology`` (already written to ``lanes_yaml``),
     listening and serving its admin API on ``host`` (``::1`` for IPv6). With ``edge_jwks`` it
-    is an edge (docs/design.md, "The edge"): the lane comes only from a signed lane token."""
+    is an edge (docs/design.md, "The edge"): the lane comes only from a signed lane token.
+    ``service`` (sidecar only) starts it with ``--service``."""
     port = listen_port or free_port(host)
     admin_port = free_port(host)
     address, admin = hostport(host, port), hostport(host, admin_port)
@@ -123,6 +125,8 @@ async def start_plane(
         ]  # fmt: skip
         if edge_jwks is not None:
             argv += ["--edge", "--jwks", str(edge_jwks)]
+        if service is not None:  # a per-pod sidecar: the `source` of its request metrics
+            argv += ["--service", service]
         ready_path = "/readyz"
     elif kind == "envoy":
         argv = _envoy_argv(

@@ -97,7 +97,9 @@ async def _demo(data_plane: str, serve: bool, repeat: int, out: TextIO, stop: as
     bp = bookinfo()
     out.write(f"Starting bookinfo on 127.0.0.1 with the {data_plane} data plane ...\n")
     out.flush()
-    mesh = await Mesh.start(bp, plane=data_plane)
+    # With the sidecar, each calling service gets a sidecar of its own (--service), so the
+    # metrics and `lanes ui`'s call graph say who called whom.
+    mesh = await Mesh.start(bp, plane=data_plane, callers=data_plane == "sidecar")
     try:
         topo = mesh.topology
         assert topo is not None
@@ -105,8 +107,15 @@ async def _demo(data_plane: str, serve: bool, repeat: int, out: TextIO, stop: as
         out.write(
             f"{len(mesh.endpoints)} service versions in worker pid {pids}; "
             f"{data_plane} pid {mesh.plane.child.pid} on {mesh.plane.address} "
-            f"(admin {mesh.plane.admin}); ready in {time.monotonic() - started:.1f} s\n\n"
+            f"(admin {mesh.plane.admin}); ready in {time.monotonic() - started:.1f} s\n"
         )
+        if mesh.callers:
+            out.write(
+                "Calls between services go through a sidecar per calling service (--service): "
+                + ", ".join(f"{s} pid {p.child.pid}" for s, p in mesh.callers.items())
+                + "\n"
+            )
+        out.write("\n")
         out.write("Lanes:\n")
         width = max(len(n) for n in topo.lanes)
         for name in topo.lanes:
@@ -133,12 +142,12 @@ async def _demo(data_plane: str, serve: bool, repeat: int, out: TextIO, stop: as
         edge_rows, edge_failures = await _edge(mesh, data_plane, services, repeat, out)
         failures += edge_failures
 
-        counts = await mesh.plane.lane_counts(mesh.session)
+        counts = await _counts(mesh)
         if not counts:
             out.write(f"(the {data_plane} reported no request counts)\n")
         elif data_plane == "sidecar":
             out.write(
-                "Per-lane counts from the sidecar's /metrics "
+                "Per-lane counts from the sidecars' /metrics "
                 "(lanes_requests_total; every hop counts):\n"
             )
             _table(
@@ -162,6 +171,15 @@ async def _demo(data_plane: str, serve: bool, repeat: int, out: TextIO, stop: as
         await mesh.stop()
         out.write(f"Stopped every process ({time.monotonic() - started:.1f} s in all).\n")
         out.flush()
+
+
+async def _counts(mesh: Mesh) -> list[tuple[str, str, int]]:
+    """The data plane's counts, with those of the callers' own sidecars added in."""
+    sums: dict[tuple[str, str], int] = {}
+    for plane in (mesh.plane, *mesh.callers.values()):
+        for what, code, n in await plane.lane_counts(mesh.session):
+            sums[(what, code)] = sums.get((what, code), 0) + n
+    return sorted((what, code, n) for (what, code), n in sums.items())
 
 
 async def _edge(
@@ -217,7 +235,7 @@ async def _serve(mesh: Mesh, out: TextIO, stop: asyncio.Event) -> None:
     addr = mesh.plane.address
     stats = "metrics" if mesh.plane.kind == "sidecar" else "stats"
     # Envoy's stats carry no lane labels: its UI shows the routing without live figures.
-    admins = [mesh.plane.admin] if mesh.plane.kind == "sidecar" else []
+    admins = [p.admin for p in mesh.planes if p.kind == "sidecar"]
     ui, url = await serve_ui(UiConfig(mesh.lanes_yaml, ScrapeSource(admins)), "127.0.0.1", 0)
     try:
         await _serve_with_ui(mesh, out, stop, addr, stats, url)

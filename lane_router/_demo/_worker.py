@@ -3,7 +3,10 @@
 Run as ``python -m lane_router._demo._worker``. It reads one JSON line from stdin::
 
     {"dataplane": "127.0.0.1:15001", "mode": "host", "host": "127.0.0.1",
-     "versions": [{"service": "reviews", "version": "feature-a", "calls": [["ratings"]]}]}
+     "versions": [{"service": "reviews", "version": "feature-a", "calls": [["ratings"]],
+                   "dataplane": "127.0.0.1:15002"}]}
+
+(a version's own ``dataplane``, when given, is where its calls go: its service's sidecar)
 
 instruments itself with lanes_sdk, starts every app on an ephemeral port, prints one JSON line
 ``{"ports": [["reviews", "feature-a", 41234], ...]}`` and serves until SIGTERM, SIGINT or the
@@ -59,13 +62,20 @@ async def _serve(spec: dict[str, Any]) -> None:
         connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
         timeout=aiohttp.ClientTimeout(total=30),
     )
-    downstream = Downstream(
-        session,
-        address=spec["dataplane"],
-        mode=spec.get("mode", "host"),
-        namespace=spec.get("namespace", "default"),
-        port=int(spec.get("port", 80)),
-    )
+    downstreams: dict[str, Downstream] = {}
+
+    def downstream(address: str) -> Downstream:
+        """One per data plane address (a version may have a sidecar of its service's own)."""
+        if address not in downstreams:
+            downstreams[address] = Downstream(
+                session,
+                address=address,
+                mode=spec.get("mode", "host"),
+                namespace=spec.get("namespace", "default"),
+                port=int(spec.get("port", 80)),
+            )
+        return downstreams[address]
+
     runners: list[web.AppRunner] = []
     ports: list[list[Any]] = []
     try:
@@ -74,7 +84,7 @@ async def _serve(spec: dict[str, Any]) -> None:
                 service=v["service"],
                 version=v["version"],
                 calls=v.get("calls", ()),
-                downstream=downstream,
+                downstream=downstream(v.get("dataplane") or spec["dataplane"]),
                 latency_ms=float(v.get("latency_ms", 0.0)),
                 middlewares=middlewares,
             )

@@ -31,12 +31,15 @@ def _pids(output: str) -> list[int]:
     assert m, output
     edge = re.search(r"a second \w+, pid (\d+)", output)
     assert edge, output
-    return [int(p) for p in m.group(1).split(",")] + [int(m.group(2)), int(edge.group(1))]
+    callers = [int(p) for p in re.findall(r"\b(?:productpage|reviews) pid (\d+)", output)]
+    if "sidecar data plane" in output:  # a sidecar per calling service (--service)
+        assert len(callers) == 2, output
+    return [int(p) for p in m.group(1).split(",")] + [int(m.group(2)), int(edge.group(1))] + callers
 
 
 def test_lanes_demo_prints_the_table_and_exits_zero() -> None:
     """The default (sidecar) demo as a subprocess: every scenario row is as predicted, the
-    per-lane counts come from the sidecar's /metrics, exit code 0, every child is gone."""
+    per-lane counts come from the sidecars' /metrics, exit code 0, every child is gone."""
     done = subprocess.run(DEMO, capture_output=True, text=True, timeout=60, check=False)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
@@ -104,6 +107,17 @@ async def test_lanes_demo_serve_answers_curl_and_stops_on_sigterm() -> None:
         ):
             hops = [(h["service"], h["lane"]) for h in (await r.json())["hops"]]
         assert ("reviews", "feature-a") in hops and ("ratings", "feature-b") in hops
+        # The UI it prints draws that lane's calls: who called whom, from the sidecars' metrics.
+        ui = re.search(r"UI \(lane map, call graph, canary\): (http://\S+)", text)
+        assert ui, text
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{ui.group(1)}api/graph?lane=feature-b") as r,
+        ):
+            graph = await r.json()
+        edges = {(e["from"], e["to"]) for e in graph["edges"]}
+        assert {("(client)", "productpage"), ("productpage", "reviews")} <= edges, edges
+        assert ("reviews", "ratings") in edges, edges
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
         rest = (await proc.stdout.read()).decode()

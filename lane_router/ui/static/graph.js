@@ -2,7 +2,7 @@
 // with rate, error share and p99; the lane's own versions are highlighted.
 import { count, errClass, h, live, ms, pct, rate } from "./common.js";
 
-const W = 190, H = 74, COL = 370, ROW = 112, PAD = 28;
+const W = 200, H = 74, COL = 370, ROW = 112, PAD = 28;
 
 function laneFromUrl() {
   return new URLSearchParams(location.search).get("lane") || "";
@@ -123,6 +123,11 @@ function render(data) {
       text: figures(e, "") })));
   }
   for (const n of data.nodes) svg.append(nodeBox(n, pos.get(n.service), { baseline: data.baseline }));
+  // Shrinks to the page's width (never grows past its natural size); set through the CSSOM,
+  // which the page's Content-Security-Policy allows (inline style attributes it does not).
+  svg.setAttribute("width", "100%");
+  svg.removeAttribute("height");
+  svg.style.maxWidth = width + "px";
   document.getElementById("graph").replaceChildren(svg);
   const none = document.getElementById("no-traffic");
   none.hidden = data.edges.length > 0;
