@@ -51,12 +51,12 @@ class UiConfig:
         if callable(self.topology):
             return self.topology()
         path = self.topology
-        mtime = os.stat(path).st_mtime
-        if self._cached is not None and self._cached[0] == mtime:
-            return self._cached[1]
         try:
+            mtime = os.stat(path).st_mtime
+            if self._cached is not None and self._cached[0] == mtime:
+                return self._cached[1]
             topo = load_topology(path)
-        except TopologyError as exc:
+        except (TopologyError, OSError) as exc:
             if self._cached is None:
                 raise
             log.warning("lanes ui: %s; fix the file, the previous topology stays shown", exc)
@@ -86,6 +86,15 @@ def _page(name: str) -> Callable[[web.Request], Any]:
         return web.FileResponse(STATIC / name, headers={"Content-Type": "text/html"})
 
     return handler
+
+
+@web.middleware
+async def _topology_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """No topology to show (the file is gone or was never valid): a JSON 503 naming why."""
+    try:
+        return await handler(request)
+    except (TopologyError, OSError) as exc:
+        return web.json_response({"error": f"no topology: {exc}"}, status=503)
 
 
 async def _api_map(request: web.Request) -> web.Response:
@@ -120,7 +129,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 def make_app(config: UiConfig) -> web.Application:
     """The aiohttp application; it owns one client session for its scrapes and queries."""
-    app = web.Application(middlewares=[_headers], client_max_size=4096)
+    app = web.Application(middlewares=[_headers, _topology_errors], client_max_size=4096)
     app[_FIGURES] = config
 
     async def session_ctx(app: web.Application) -> Any:
