@@ -94,6 +94,7 @@ class Verdict:
     reason: str = ""
     claims: Mapping[str, Any] = field(default_factory=dict)
     expires: float = 0.0  # valid only: until when (exp + leeway) the verdict holds
+    lasting: bool = True  # a refusal that holds as long as the key set does
 
 
 ABSENT: Final = Verdict("absent", reason="no token")
@@ -232,11 +233,23 @@ class Verifier:
 
     A QA session sends the same token on every request: the first costs one signature check,
     the next ones a dict lookup and an ``exp`` comparison. The cache is per key set: a reload
-    builds a new ``Verifier``, so a removed key stops verifying at once. Only valid tokens are
-    cached (a flood of distinct bad tokens cannot evict them faster than it costs to verify).
+    builds a new ``Verifier``, so a removed key stops verifying at once.
+
+    Refusals that cannot change while the key set stands (expired, bad signature, unknown kid,
+    wrong aud/iss, malformed) are remembered too, in a separate bounded map: a stale QA cookie
+    sent with every asset request costs one signature check, not one per request. A token not
+    yet valid (``nbf``) is never remembered. Distinct bad tokens still cost one check each.
     """
 
-    __slots__ = ("_audience", "_cache", "_cache_size", "_issuer", "_leeway", "keyset")
+    __slots__ = (
+        "_audience",
+        "_cache",
+        "_cache_size",
+        "_issuer",
+        "_leeway",
+        "_refused",
+        "keyset",
+    )
 
     def __init__(
         self,
@@ -253,6 +266,7 @@ class Verifier:
         self._leeway = leeway
         self._cache_size = cache_size
         self._cache: dict[str, tuple[str, float]] = {}
+        self._refused: dict[str, Verdict] = {}
 
     def verify(self, token: str | bytes | None, now: float | None = None) -> Verdict:
         """Classify ``token``; never raises."""
@@ -274,12 +288,14 @@ class Verifier:
                 return Verdict("valid", lane, expires=exp + self._leeway)
             del self._cache[token]
             return Verdict("expired", reason="token has expired")
+        refused = self._refused.get(token)
+        if refused is not None:
+            return refused
         verdict = self._verify(token, clock)
         if verdict.outcome == "valid":
-            if len(self._cache) >= self._cache_size:
-                # Oldest first (dicts keep insertion order): one eviction per insertion.
-                del self._cache[next(iter(self._cache))]
-            self._cache[token] = (verdict.lane, float(verdict.claims["exp"]))  # type: ignore[arg-type]
+            _put(self._cache, token, (verdict.lane, float(verdict.claims["exp"])), self._cache_size)
+        elif verdict.lasting and now is None:  # a test clock must not pin a verdict
+            _put(self._refused, token, verdict, self._cache_size)
         return verdict
 
     def _verify(self, token: str, clock: float) -> Verdict:
@@ -300,6 +316,8 @@ class Verifier:
             )
         except jwt.ExpiredSignatureError:
             return Verdict("expired", reason="token has expired")
+        except jwt.ImmatureSignatureError as exc:  # may become valid: never remembered
+            return Verdict("invalid", reason=str(exc), lasting=False)
         except jwt.PyJWTError as exc:
             return Verdict("invalid", reason=str(exc) or type(exc).__name__)
         except (ValueError, TypeError, RecursionError) as exc:  # defensive: hostile input
@@ -312,3 +330,10 @@ class Verifier:
         if lane is None or lane != claims.get("lane"):
             return Verdict("invalid", reason="claim 'lane' is not a valid lane name")
         return Verdict("valid", lane, claims=claims, expires=exp + self._leeway)
+
+
+def _put(cache: dict[str, Any], key: str, value: Any, size: int) -> None:
+    """Insert, evicting the oldest entry first when full (dicts keep insertion order)."""
+    if len(cache) >= size:
+        del cache[next(iter(cache))]
+    cache[key] = value

@@ -160,3 +160,25 @@ def test_cli_verify_reads_stdin(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["lane"] == "feature-a"
+
+
+def test_lasting_refusals_cost_one_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stale QA cookie repeats one expired token: one signature check, then a lookup. A token
+    not yet valid is checked again (it may become valid)."""
+    import lane_router._token as token_module
+
+    keys = make_keys(tmp_path)
+    verifier = Verifier(load_jwks(keys.jwks_path.read_text()))
+    calls = []
+    real = token_module.jwt.decode
+    monkeypatch.setattr(
+        token_module.jwt, "decode", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    attacks = attack_tokens(keys)
+    for _ in range(3):
+        assert verifier.verify(attacks["expired"]).outcome == "expired"
+        assert verifier.verify(attacks["wrong-key"]).outcome == "invalid"
+    assert len(calls) == 2
+    for _ in range(2):
+        assert verifier.verify(attacks["not-yet-valid"]).outcome == "invalid"
+    assert len(calls) == 4
