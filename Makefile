@@ -23,8 +23,12 @@ system-deps:
 demo: $(STAMP)
 	$(BIN)/lanes demo
 
+# actionlint runs shellcheck (from the venv) on the workflow's `run:` scripts.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/hadolint Dockerfile
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/actionlint
+	$(BIN)/shellcheck .ci/run .ci/system-deps
 
 test: lint node
 	$(BIN)/python -m pytest -q
