@@ -12,7 +12,9 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 # Order is the order of ``lanes --help``.
-_COMMANDS = ("check", "render", "canary", "sidecar", "controller", "token", "demo", "ui")
+_COMMANDS = (
+    "check", "render", "canary", "sidecar", "inject", "controller", "token", "demo", "ui"
+)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -125,8 +125,19 @@ def _registry() -> Registry:
     return Registry().with_resource("/api/_definitions.json", Resource.from_contents(defs))
 
 
+# Kinds without a copied kind file: the same strict definition, by reference.
+_BY_DEFINITION = {
+    "StatefulSet": "io.k8s.api.apps.v1.StatefulSet",
+    "DaemonSet": "io.k8s.api.apps.v1.DaemonSet",
+    "ConfigMap": "io.k8s.api.core.v1.ConfigMap",
+}
+
+
 @functools.cache
 def k8s_validator(kind: str) -> Draft202012Validator:
+    if kind in _BY_DEFINITION:
+        schema = {"$ref": f"/api/_definitions.json#/$defs/{_BY_DEFINITION[kind]}"}
+        return Draft202012Validator(schema, registry=_registry())
     name = {"Deployment": "deployment-apps-v1.json", "Service": "service-v1.json"}[kind]
     schema = json.loads((_K8S / name).read_text(encoding="utf-8"))
     return Draft202012Validator(schema, registry=_registry())

@@ -1,0 +1,218 @@
+"""``lanes inject``: add the lane-routing sidecar to workload manifests (like ``istioctl
+kube-inject``), for clusters that run the sidecar data plane without a mesh.
+
+The sidecar is a native sidecar (an init container with ``restartPolicy: Always``, Kubernetes
+1.29+): it starts before the app containers and stops after them, so no request leaves the pod
+before the proxy listens. It reads the namespace's ``lanes.yaml`` from the ConfigMap the
+controller writes (``--data-plane sidecar``) and reloads it when kubelet swaps the volume.
+App containers get ``HTTP_PROXY``/``http_proxy`` pointing at it (requests, httpx and urllib honour
+them; aiohttp only with ``ClientSession(trust_env=True)``) and ``NO_PROXY``/``no_proxy`` for the
+pod's own and the cluster's non-service traffic (the API server, link-local metadata).
+
+Documents that are not workloads, and workloads already injected the same way, come back
+byte for byte; documents are split the way kubectl splits a YAML stream (``---`` lines).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "CONFIGMAP_KEY",
+    "CONFIGMAP_NAME",
+    "CONTAINER_NAME",
+    "DEFAULT_NO_PROXY",
+    "IMAGE_REPOSITORY",
+    "SKIP_ANNOTATION",
+    "InjectOptions",
+    "default_image",
+    "inject_object",
+    "inject_stream",
+    "sidecar_container",
+]
+
+IMAGE_REPOSITORY = "ghcr.io/traffic-lanes/traffic-lanes"
+CONTAINER_NAME = "lanes-sidecar"
+VOLUME_NAME = "lanes-config"
+CONFIGMAP_NAME = "traffic-lanes"
+CONFIGMAP_KEY = "lanes.yaml"
+MOUNT_PATH = "/etc/traffic-lanes"
+SKIP_ANNOTATION = "traffic-lanes.io/inject"
+WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet"})
+# Loopback, the API server under every name a client may use, cloud metadata: never the sidecar.
+DEFAULT_NO_PROXY = (
+    "localhost",
+    "127.0.0.1",
+    "::1",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+    "169.254.169.254",
+)
+_PROXY_ENV = ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
+_SEPARATOR = re.compile(r"^---(?:[ \t].*)?$", re.MULTILINE)
+
+
+def default_image() -> str:
+    """The image of this very release: the tag is the installed package's version."""
+    try:
+        version = metadata.version("traffic-lanes")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        version = "latest"
+    return f"{IMAGE_REPOSITORY}:{version}"
+
+
+@dataclass(frozen=True)
+class InjectOptions:
+    """What the injected sidecar looks like; the defaults match ``k8s/sidecar/``."""
+
+    image: str = field(default_factory=default_image)
+    configmap: str = CONFIGMAP_NAME
+    proxy_port: int = 15001
+    admin_port: int = 15000
+    no_proxy: tuple[str, ...] = ()
+    cpu_request: str = "50m"
+    memory_request: str = "32Mi"
+    memory_limit: str = "128Mi"
+
+
+def sidecar_container(opts: InjectOptions) -> dict[str, Any]:
+    """The native sidecar: proxy on the pod's loopback, admin (probes) on the pod's IP."""
+    probe = {"httpGet": {"path": "/readyz", "port": "lanes-admin"}, "periodSeconds": 2}
+    return {
+        "name": CONTAINER_NAME,
+        "image": opts.image,
+        "restartPolicy": "Always",
+        "args": [
+            "sidecar",
+            "--file",
+            f"{MOUNT_PATH}/{CONFIGMAP_KEY}",
+            "--listen",
+            f"127.0.0.1:{opts.proxy_port}",
+            "--admin",
+            f"0.0.0.0:{opts.admin_port}",
+        ],
+        "ports": [{"name": "lanes-admin", "containerPort": opts.admin_port, "protocol": "TCP"}],
+        "startupProbe": {**probe, "failureThreshold": 30},
+        "readinessProbe": probe,
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "lanes-admin"},
+            "periodSeconds": 10,
+        },
+        "resources": {
+            "requests": {"cpu": opts.cpu_request, "memory": opts.memory_request},
+            "limits": {"memory": opts.memory_limit},
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": VOLUME_NAME, "mountPath": MOUNT_PATH, "readOnly": True}],
+    }
+
+
+def _proxy_env(opts: InjectOptions) -> list[dict[str, str]]:
+    proxy = f"http://127.0.0.1:{opts.proxy_port}"
+    no_proxy = ",".join(dict.fromkeys((*DEFAULT_NO_PROXY, *opts.no_proxy)))
+    return [
+        {"name": "HTTP_PROXY", "value": proxy},
+        {"name": "http_proxy", "value": proxy},
+        {"name": "NO_PROXY", "value": no_proxy},
+        {"name": "no_proxy", "value": no_proxy},
+    ]
+
+
+def _replace_named(items: list[Any], new: dict[str, Any], *, first: bool = False) -> list[Any]:
+    """``items`` with the entry named like ``new`` replaced in place, or ``new`` added."""
+    out = [new if isinstance(i, dict) and i.get("name") == new["name"] else i for i in items]
+    if new not in out:
+        out = [new, *out] if first else [*out, new]
+    return out
+
+
+def inject_object(obj: dict[str, Any], opts: InjectOptions, where: str = "") -> dict[str, Any]:
+    """A copy of one workload with the sidecar; anything else is returned unchanged."""
+    if obj.get("kind") == "List" and isinstance(obj.get("items"), list):
+        items = [inject_object(i, opts, f"{where}items[{n}]") for n, i in enumerate(obj["items"])]
+        return {**obj, "items": items}
+    if obj.get("kind") not in WORKLOAD_KINDS or not str(obj.get("apiVersion", "")).startswith(
+        "apps/"
+    ):
+        return obj
+    template = (obj.get("spec") or {}).get("template") or {}
+    annotations = (template.get("metadata") or {}).get("annotations") or {}
+    if str(annotations.get(SKIP_ANNOTATION, "")).lower() == "false":
+        return obj
+    name = f"{obj['kind']}/{(obj.get('metadata') or {}).get('name', '?')}"
+    out = copy.deepcopy(obj)
+    pod = out["spec"]["template"].setdefault("spec", {})
+    pod["initContainers"] = _replace_named(
+        pod.get("initContainers") or [], sidecar_container(opts), first=True
+    )
+    volume = {"name": VOLUME_NAME, "configMap": {"name": opts.configmap}}
+    pod["volumes"] = _replace_named(pod.get("volumes") or [], volume)
+    wanted = {e["name"]: e for e in _proxy_env(opts)}
+    for container in pod.get("containers") or []:
+        env = container.get("env") or []
+        for entry in env:
+            old, new = entry.get("value"), wanted.get(entry.get("name"), {}).get("value")
+            if entry.get("name") in _PROXY_ENV[:2] and old not in (None, new):
+                print(
+                    f"lanes inject: WARNING: {where}{name} container {container.get('name')}: "
+                    f"{entry['name']}={old} replaced by {new} (remove it, or opt out with "
+                    f"the pod annotation {SKIP_ANNOTATION}: 'false')",
+                    file=sys.stderr,
+                )
+        for entry in wanted.values():
+            env = _replace_named(env, entry)
+        container["env"] = env
+    return out
+
+
+def _documents(text: str) -> Iterable[str]:
+    """The stream's documents with their separators, so that joining them gives ``text``."""
+    starts = [0, *(m.start() for m in _SEPARATOR.finditer(text) if m.start() > 0)]
+    for begin, end in zip(starts, [*starts[1:], len(text)], strict=True):
+        yield text[begin:end]
+
+
+class _Dumper(yaml.SafeDumper):
+    """No anchors and aliases: kubectl reads them, but people diffing the output should not."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _dump(obj: Any) -> str:
+    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
+
+
+def inject_stream(text: str, opts: InjectOptions) -> str:
+    """Inject every workload of a multi-document YAML stream; other documents stay as they are."""
+    out: list[str] = []
+    for n, doc in enumerate(_documents(text)):
+        head, body = "", doc
+        if _SEPARATOR.match(doc):
+            head, _, body = doc.partition("\n")
+            head += "\n"
+        obj = yaml.safe_load(body)
+        if not isinstance(obj, dict):
+            out.append(doc)
+            continue
+        new = inject_object(obj, opts, f"document {n + 1}: ")
+        out.append(doc if new == obj else head + _dump(new))
+    return "".join(out)
