@@ -52,6 +52,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="act as the only replica (never run two like this)",
     )
+    parser.add_argument(
+        "--data-plane",
+        choices=("istio", "sidecar"),
+        default="istio",
+        help="istio: a VirtualService and a DestinationRule per Service; sidecar: a Service per "
+        "(service, lane) and per namespace a ConfigMap of lanes.yaml for `lanes sidecar` "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--configmap",
+        default="traffic-lanes",
+        help="sidecar data plane: the ConfigMap's name (what `lanes inject --configmap` mounts)",
+    )
     parser.add_argument("--app-label", default="app", help="pod label naming the service")
     parser.add_argument("--lane-label", default="lane", help="pod label naming the lane")
     parser.add_argument("--baseline", default=None, help="baseline lane name (default baseline)")
@@ -117,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
         baggage_key=baggage_key_from_env(),
         app_label=args.app_label,
         lane_label=args.lane_label,
+        data_plane=args.data_plane,
+        configmap_name=args.configmap,
     )
     metrics = Metrics()
     controller = Controller(Kube(api), options, metrics=metrics)

@@ -22,7 +22,9 @@ from typing import Any
 from lane_router._controller._desired import desired_host
 from lane_router._controller._informer import Backoff, Informer, Key
 from lane_router._controller._kube import (
+    CONFIGMAPS,
     DEPLOYMENTS,
+    DESTINATIONRULES,
     RESOURCES,
     SERVICES,
     TRAFFICCANARIES,
@@ -36,6 +38,7 @@ from lane_router._controller._leader import LeaderElector
 from lane_router._controller._metrics import Metrics
 from lane_router._controller._model import NamespaceModel, build_namespace, pod_labels
 from lane_router._controller._plan import HostPlan, host_keys, is_ours, plan_host
+from lane_router._controller._sidecar_plane import SERVICE_LABEL, plan_sidecar
 from lane_router._controller._status import canary_status, lane_status, status_patch
 from lane_router.render import MANAGED_BY_SELECTOR
 from lanes_sdk.wire import DEFAULT_BAGGAGE_KEY, DEFAULT_BASELINE, DEFAULT_HEADER
@@ -61,6 +64,10 @@ class ControllerOptions:
     lane_label: str = "lane"
     watch_timeout: int = 300
     backoff_cap: float = 5.0
+    # "istio": VirtualServices and DestinationRules. "sidecar": per-lane Services and a
+    # ConfigMap of lanes.yaml per namespace for `lanes sidecar` (no mesh needed).
+    data_plane: str = "istio"
+    configmap_name: str = "traffic-lanes"
 
 
 class _NotLeader(Exception):
@@ -96,6 +103,7 @@ class Controller:
                 backoff_cap=options.backoff_cap,
             )
             for r in RESOURCES.values()
+            if r not in self._unused(options.data_plane)
         }
         self.elector: LeaderElector | None = None
         if options.leader_election:
@@ -112,6 +120,14 @@ class Controller:
         self._worker = threading.Thread(target=self._run, name="reconcile", daemon=True)
         self.passes = 0  # completed reconcile passes
         self._busy = False
+
+    @staticmethod
+    def _unused(data_plane: str) -> tuple[Resource, ...]:
+        if data_plane == "sidecar":
+            return (VIRTUALSERVICES, DESTINATIONRULES)
+        if data_plane == "istio":
+            return (CONFIGMAPS,)
+        raise ValueError(f"unknown data plane {data_plane!r} (istio or sidecar)")
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -188,8 +204,11 @@ class Controller:
                         self._dirty_hosts.add((ns, app))
                         self._status_ns.add(ns)
                 elif res is SERVICES:
-                    self._dirty_hosts.add((ns, name))
+                    owner = (obj["metadata"].get("labels") or {}).get(SERVICE_LABEL)
+                    self._dirty_hosts.add((ns, owner if is_ours(obj) and owner else name))
                     self._status_ns.add(ns)
+                elif res is CONFIGMAPS:
+                    self._dirty_ns.add(ns)
                 else:
                     self._dirty_hosts.add((ns, name))
                     self._dirty_hosts.update((ns, h) for h in host_keys(obj))
@@ -286,7 +305,10 @@ class Controller:
                     for o in objs.get(k, ())
                     if is_ours(o)
                 }
-            changed = self._reconcile_hosts(ns, model, ns_hosts, objs)
+            if self.options.data_plane == "sidecar":
+                changed = self._reconcile_sidecar(ns, model, ns_hosts, objs)
+            else:
+                changed = self._reconcile_hosts(ns, model, ns_hosts, objs)
             if ns in dirty_ns or ns in status_ns or changed:
                 self._update_statuses(ns, model, objs)
         self.metrics.inc("traffic_lanes_reconcile_seconds_total", time.process_time() - started)
@@ -305,7 +327,8 @@ class Controller:
             ns,
             lanes=objs.get("TrafficLane", ()),
             deployments=objs.get("Deployment", ()),
-            services=objs.get("Service", ()),
+            # Our per-lane Services (sidecar data plane) are outputs, never routed services.
+            services=[s for s in objs.get("Service", ()) if not is_ours(s)],
             canaries=objs.get("TrafficCanary", ()),
             now=datetime.now(UTC),
             baseline=self.options.baseline,
@@ -360,6 +383,42 @@ class Controller:
             "traffic_lanes_hosts",
             float(sum(1 for o in self.informers["VirtualService"].items() if is_ours(o))),
         )
+        return changed
+
+    def _reconcile_sidecar(
+        self, ns: str, model: NamespaceModel, hosts: Iterable[str], objs: Mapping[str, list]
+    ) -> bool:
+        """One plan per namespace (its ConfigMap holds every host); True when a host's
+        conflict or failure state changed."""
+        if not hosts:
+            return False
+        plan = plan_sidecar(
+            ns,
+            model.topology,
+            services=objs.get("Service", ()),
+            current_configmap=self.informers["ConfigMap"].get((ns, self.options.configmap_name)),
+            app_label=self.options.app_label,
+            lane_label=self.options.lane_label,
+            configmap_name=self.options.configmap_name,
+        )
+        ok, _ = self._execute(HostPlan(ns, "", plan.actions))
+        names = set(model.topology.services if model.topology else ()) | set(hosts)
+        names |= {h for n, h in self._conflicts if n == ns} | {
+            h for n, h in self._failed if n == ns
+        }
+        changed = False
+        for host in sorted(names):
+            key = (ns, host)
+            conflicts = (plan.conflicts or {}).get(host, ())
+            before = (self._conflicts.get(key, ()), key in self._failed)
+            if conflicts:
+                self._conflicts[key] = conflicts
+                self._report_conflicts(ns, host, conflicts)
+            else:
+                self._conflicts.pop(key, None)
+            (self._failed.discard if ok else self._failed.add)(key)
+            changed |= before != (self._conflicts.get(key, ()), key in self._failed)
+        self.metrics.inc("traffic_lanes_reconciles_total", result="ok" if ok else "error")
         return changed
 
     def _execute(self, plan: HostPlan) -> tuple[bool, tuple[str, ...]]:

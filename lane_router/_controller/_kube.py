@@ -17,6 +17,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 __all__ = [
+    "CONFIGMAPS",
     "DEPLOYMENTS",
     "DESTINATIONRULES",
     "FIELD_MANAGER",
@@ -49,6 +50,8 @@ class Resource:
     # A newer CRD the cluster may not have yet (the controller upgraded before the CRDs): its
     # 404 is an empty list, so the rest keeps routing, and the informer keeps retrying.
     optional: bool = False
+    # Watch only these (a label selector): the controller lists no ConfigMap but its own.
+    label_selector: str | None = None
 
     @property
     def api_version(self) -> str:
@@ -63,6 +66,10 @@ DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
 SERVICES = Resource("", "v1", "services", "Service")
 VIRTUALSERVICES = Resource("networking.istio.io", "v1", "virtualservices", "VirtualService")
 DESTINATIONRULES = Resource("networking.istio.io", "v1", "destinationrules", "DestinationRule")
+# Sidecar data plane only (``--data-plane sidecar``): the ConfigMaps the controller writes.
+CONFIGMAPS = Resource(
+    "", "v1", "configmaps", "ConfigMap", label_selector="app.kubernetes.io/managed-by=traffic-lanes"
+)
 RESOURCES = {
     r.kind: r
     for r in (
@@ -72,6 +79,7 @@ RESOURCES = {
         SERVICES,
         VIRTUALSERVICES,
         DESTINATIONRULES,
+        CONFIGMAPS,
     )
 }
 
@@ -151,6 +159,8 @@ class Kube:
 
     def _list_call(self, res: Resource, namespace: str | None, **kw: Any) -> Any:
         kw["_preload_content"] = False
+        if res.label_selector:
+            kw["label_selector"] = res.label_selector
         if res.kind == "Deployment":
             if namespace:
                 return self._apps.list_namespaced_deployment(namespace, **kw)
@@ -159,6 +169,10 @@ class Kube:
             if namespace:
                 return self._core.list_namespaced_service(namespace, **kw)
             return self._core.list_service_for_all_namespaces(**kw)
+        if res.kind == "ConfigMap":
+            if namespace:
+                return self._core.list_namespaced_config_map(namespace, **kw)
+            return self._core.list_config_map_for_all_namespaces(**kw)
         if namespace:
             return self._custom.list_namespaced_custom_object(
                 res.group, res.version, namespace, res.plural, **kw
@@ -200,6 +214,8 @@ class Kube:
     def apply(self, res: Resource, obj: Mapping[str, Any], *, force: bool) -> dict[str, Any]:
         """Server-side apply as field manager ``traffic-lanes``; returns the stored object."""
         md = obj["metadata"]
+        if not res.group:
+            return self._apply_core(res, obj, force=force)
         try:
             resp = self._custom.patch_namespaced_custom_object(
                 res.group,
@@ -218,12 +234,46 @@ class Kube:
         except Exception as exc:
             raise _error(exc) from exc
 
+    def _core_call(self, verb: str, res: Resource) -> Any:
+        """``CoreV1Api.<verb>_namespaced_<kind>`` (Services and ConfigMaps: the core group)."""
+        kind = {"Service": "service", "ConfigMap": "config_map"}[res.kind]
+        return getattr(self._core, f"{verb}_namespaced_{kind}")
+
+    def _apply_core(self, res: Resource, obj: Mapping[str, Any], *, force: bool) -> dict[str, Any]:
+        md = obj["metadata"]
+        try:
+            resp = self._core_call("patch", res)(
+                md["name"],
+                md["namespace"],
+                dict(obj),
+                field_manager=FIELD_MANAGER,
+                force=force,
+                _content_type=_APPLY,
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            )
+            return json.loads(resp.data)
+        except Exception as exc:
+            raise _error(exc) from exc
+
     def delete(
         self, res: Resource, namespace: str, name: str, *, resource_version: str | None
     ) -> None:
         body = {"apiVersion": "v1", "kind": "DeleteOptions"}
         if resource_version:
             body["preconditions"] = {"resourceVersion": resource_version}
+        if not res.group:
+            try:
+                self._core_call("delete", res)(
+                    name,
+                    namespace,
+                    body=body,
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            except Exception as exc:
+                raise _error(exc) from exc
+            return
         try:
             self._custom.delete_namespaced_custom_object(
                 res.group,

@@ -30,13 +30,14 @@ from typing import Any
 
 import yaml
 from aiohttp import web
-from k8s_schemas import REPO, crd_validator, istio_validator
+from k8s_schemas import REPO, crd_validator, istio_validator, k8s_validator
 
 __all__ = ["Entry", "KubeDouble"]
 
 # (group, version, plural) -> kind
 KINDS = {
     ("", "v1", "services"): "Service",
+    ("", "v1", "configmaps"): "ConfigMap",
     ("", "v1", "events"): "Event",
     ("", "v1", "namespaces"): "Namespace",
     ("apps", "v1", "deployments"): "Deployment",
@@ -47,7 +48,8 @@ KINDS = {
     ("networking.istio.io", "v1", "destinationrules"): "DestinationRule",
 }
 PLURAL = {kind: key for key, kind in KINDS.items()}
-_CORE_LIST_KINDS = {"Service", "Event", "Namespace", "Deployment", "Lease"}  # items lack kind
+# List items lack kind.
+_CORE_LIST_KINDS = {"Service", "ConfigMap", "Event", "Namespace", "Deployment", "Lease"}
 _CRD = str(REPO / "k8s" / "crd.yaml")
 _CANARY_CRD = str(REPO / "k8s" / "crd-canary.yaml")
 _DROP, _END = object(), object()
@@ -362,6 +364,8 @@ class KubeDouble:
             v = crd_validator(_CRD, version)
         elif kind == "TrafficCanary":
             v = crd_validator(_CANARY_CRD, version)
+        elif kind in ("Service", "ConfigMap"):
+            v = k8s_validator(kind)
         else:
             return None
         slim = {k: val for k, val in obj.items() if k != "metadata"}

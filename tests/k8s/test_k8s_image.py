@@ -68,17 +68,28 @@ def test_k8s_images_follow_the_pyproject_version() -> None:
 KUSTOMIZATIONS = sorted(p.parent for p in K8S.rglob("kustomization.yaml"))
 
 
-@pytest.mark.parametrize("folder", KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(REPO)))
-def test_kustomization_builds(folder: Path) -> None:
+def kustomize(folder: Path, tmp_path: Path) -> list[dict]:
+    """``kubectl kustomize`` of a kustomization; a component is built over ``k8s/``, from a
+    kustomization of its own as a user would (kustomize refuses one inside its base)."""
+    kubectl = need("kubectl")
     (spec,) = load_docs(folder / "kustomization.yaml")
     if spec.get("kind") == "Component":
-        pytest.skip("a component builds only inside a kustomization (tested with its user)")
-    kubectl = need("kubectl")
+        rel = lambda p: os.path.relpath(p, tmp_path)  # noqa: E731
+        (tmp_path / "kustomization.yaml").write_text(
+            f"resources: [{rel(K8S)}]\ncomponents: [{rel(folder)}]\n"
+        )
+        folder = tmp_path
     out = subprocess.run(
         [kubectl, "kustomize", str(folder)], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
-    built = [d for d in yaml.safe_load_all(out.stdout) if d]
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+@pytest.mark.parametrize("folder", KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(REPO)))
+def test_kustomization_builds(folder: Path, tmp_path: Path) -> None:
+    (spec,) = load_docs(folder / "kustomization.yaml")
+    built = kustomize(folder, tmp_path)
     files = [folder / r for r in spec.get("resources", []) if (folder / r).is_file()]
     listed = [d for f in files for d in load_docs(f)]
     assert {(d["kind"], d["metadata"]["name"]) for d in built} >= {
@@ -201,3 +212,13 @@ def test_dockerfile_steps_install_a_working_lanes_as_non_root() -> None:
             if not path.is_symlink():
                 path.chmod(0o755)
         shutil.rmtree(root)
+
+
+def test_sidecar_mode_component_switches_the_controller(tmp_path: Path) -> None:
+    built = kustomize(K8S / "sidecar-mode", tmp_path)
+    kinds = {d["kind"] for d in built}
+    assert "EnvoyFilter" not in kinds and "CustomResourceDefinition" in kinds
+    (ctl,) = [d for d in built if d["kind"] == "Deployment"]
+    assert "--data-plane=sidecar" in ctl["spec"]["template"]["spec"]["containers"][0]["args"]
+    roles = {d["metadata"]["name"] for d in built if d["kind"] == "ClusterRoleBinding"}
+    assert roles == {"traffic-lanes-controller", "traffic-lanes-controller-sidecar"}

@@ -19,14 +19,18 @@ K8S = REPO / "k8s"
 CRD = K8S / "crd.yaml"
 CANARY_CRD = K8S / "crd-canary.yaml"
 # k8s/kubevela/ holds an addon (metadata, KubeVela definitions, Applications): tests/kubevela.
-# A kustomize component's files are patches (partial objects), checked by test_k8s_inject.py.
-COMPONENTS = {
-    p.parent for p in K8S.rglob("kustomization.yaml") if load_docs(p)[0].get("kind") == "Component"
+# Patch files are partial objects: checked where they are applied (test_k8s_inject.py,
+# test_k8s_image.py), not here.
+PATCHES = {
+    k.parent / p["path"]
+    for k in K8S.rglob("kustomization.yaml")
+    for p in load_docs(k)[0].get("patches", ())
+    if "path" in p
 }
 FILES = sorted(
     p
     for p in K8S.rglob("*.yaml")
-    if p.relative_to(K8S).parts[0] != "kubevela" and p.parent not in COMPONENTS
+    if p.relative_to(K8S).parts[0] != "kubevela" and p not in PATCHES
 )
 DOCS = [(p, d) for p in FILES if p.name != "kustomization.yaml" for d in load_docs(p)]
 
@@ -142,7 +146,7 @@ def test_sample_pods_carry_app_and_lane_and_lanes_exist() -> None:
 )
 def test_kustomization_lists_every_manifest(kustomization: Path) -> None:
     (k,) = load_docs(kustomization)
-    listed = set(k.get("resources", [])) | {p["path"] for p in k.get("patches", [])}
+    listed = set(k.get("resources", [])) | {p["path"] for p in k.get("patches", []) if "path" in p}
     present = {
         p.name for p in kustomization.parent.glob("*.yaml") if p.name != "kustomization.yaml"
     }
@@ -150,10 +154,24 @@ def test_kustomization_lists_every_manifest(kustomization: Path) -> None:
 
 
 def test_rbac_grants_what_the_controller_needs_and_no_more() -> None:
+    sidecar_mode = {
+        (g, r, v)
+        for p, d in DOCS
+        if d["kind"] == "ClusterRole" and p.parent.name == "sidecar-mode"
+        for rule in d["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+    assert sidecar_mode == {
+        ("", "services", "patch"),
+        ("", "services", "delete"),
+        *(("", "configmaps", v) for v in ("list", "watch", "patch", "delete")),
+    }
     rules = {
         (g, r, v)
-        for _, d in DOCS
-        if d["kind"] in ("ClusterRole", "Role")
+        for p, d in DOCS
+        if d["kind"] in ("ClusterRole", "Role") and p.parent.name != "sidecar-mode"
         for rule in d["rules"]
         for g in rule["apiGroups"]
         for r in rule["resources"]
