@@ -23,8 +23,9 @@ from typing import Any
 import yaml
 
 from lane_router._controller._plan import Action, is_ours
-from lane_router._gateway_api import render_gateway_api_host
+from lane_router._document import topology_to_dict
 from lane_router._topology import Endpoint, Service, Topology
+from lane_router.render import MANAGED_BY, render_gateway_api_host
 
 __all__ = [
     "CONFIGMAP_KEY",
@@ -104,21 +105,22 @@ def desired_sidecar(
             continue  # its baseline Service is not ours to write: the service is not routed
         canary = svc.canary if svc.canary and svc.canary.version in versions else None
         routed.append(Service(name, versions, svc.port, svc.namespace, canary))
-    doc = Topology.build(
+    routed_topology = Topology.build(
         lanes=topology.lanes.values(),
         services=routed,
         baseline=topology.baseline,
         header=topology.header,
         baggage_key=topology.baggage_key,
         namespace=namespace,
-    ).to_dict()
+    )
+    doc = topology_to_dict(routed_topology)
     configmap = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
             "name": configmap_name,
             "namespace": namespace,
-            "labels": {"app.kubernetes.io/managed-by": "traffic-lanes"},
+            "labels": dict(MANAGED_BY),
         },
         "data": {CONFIGMAP_KEY: yaml.safe_dump(doc, sort_keys=True, default_flow_style=False)},
     }

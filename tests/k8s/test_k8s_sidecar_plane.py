@@ -10,9 +10,9 @@ from k8s_checks import settle
 from k8s_objects import NS, canary, deployment, lane, service
 from kube_double import KubeDouble
 
-from lane_router._controller._plan import MANAGED_BY_KEY
+from lane_router import topology_from_dict
 from lane_router._controller._sidecar_plane import plan_sidecar
-from lane_router._topology import Topology
+from lane_router.render import MANAGED_BY_KEY
 
 CM = "traffic-lanes"
 
@@ -88,7 +88,7 @@ def test_services_and_configmap_follow_lanes_make_before_break(double, start_con
     assert doc["services"]["reviews"]["versions"]["feature-a"] == [
         "reviews-feature-a.shop.svc:9080"
     ]
-    Topology.from_dict(doc)  # what the sidecar will load
+    topology_from_dict(doc)  # what the sidecar will load
     for s, versions in _routes(double).items():
         for v, name in versions.items():
             assert _backend_ok(double, name, s, v), name
@@ -166,7 +166,7 @@ def test_faults_and_conflicts(double, start_controller) -> None:
 
 def test_plan_orders_and_names() -> None:
     long = "a-very-long-service-name-that-goes-on-and-on"
-    topo = Topology.from_dict(
+    topo = topology_from_dict(
         {
             "namespace": NS,
             "lanes": {"feature-with-an-even-longer-name": {}, "hotfix": {"strict": True}},

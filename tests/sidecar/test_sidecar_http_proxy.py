@@ -30,7 +30,10 @@ def _httpx(headers: dict[str, str]) -> dict[str, Any]:
 
 
 def _urllib(headers: dict[str, str]) -> dict[str, Any]:
-    with urllib.request.urlopen(urllib.request.Request(URL, headers=headers), timeout=10) as r:
+    # urlopen() reads the proxy variables once, when it builds its global opener on first use
+    # (in this process, an earlier test): an opener built now reads them now.
+    opener = urllib.request.build_opener()
+    with opener.open(urllib.request.Request(URL, headers=headers), timeout=10) as r:
         return json.loads(r.read())
 
 
