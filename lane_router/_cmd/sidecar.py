@@ -87,6 +87,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="first ejection of an endpoint that refuses or resets; doubles per failure",
     )
     lim.add_argument("--eject-max", type=float, default=60.0, metavar="S", help="longest ejection")
+    dns = parser.add_argument_group("endpoints given by DNS name (resolved off the request path)")
+    dns.add_argument(
+        "--dns-ttl", type=float, default=5.0, metavar="S", help="how long an answer is used"
+    )
+    dns.add_argument(
+        "--dns-negative-ttl",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="after a failed lookup (NXDOMAIN, refused: a dead endpoint), when to ask again",
+    )
     parser.add_argument(
         "--reload-interval",
         type=float,
@@ -152,5 +163,7 @@ def run(args: argparse.Namespace) -> int:
         edge_issuer=args.token_issuer,
         edge_audience=args.token_audience,
         edge_leeway=args.token_leeway,
+        dns_ttl=args.dns_ttl,
+        dns_negative_ttl=args.dns_negative_ttl,
     )
     return run_sidecar(config)

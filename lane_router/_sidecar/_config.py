@@ -41,6 +41,8 @@ class SidecarConfig:
     eject_max: float = 60.0
     max_idle_per_endpoint: int = 256
     reload_interval: float = 1.0  # file poll period; 0 disables (SIGHUP still reloads)
+    dns_ttl: float = 5.0  # endpoints given by name: how long an answer is used
+    dns_negative_ttl: float = 1.0  # a failed lookup (NXDOMAIN, refused): when to ask again
     drain_timeout: float = 30.0
     # The edge (docs/design.md): with a JWKS, client lane headers are stripped and the lane
     # comes only from a verified lane token.

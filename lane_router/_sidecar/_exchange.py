@@ -179,7 +179,7 @@ class Exchange:
         sc = self.sc
         try:
             _, up = await sc.loop.create_connection(
-                lambda: UpstreamConnection(ep), ep.host, ep.port
+                lambda: UpstreamConnection(ep), sc.resolved.get(ep.host, ep.host), ep.port
             )
         except asyncio.CancelledError:
             return  # the connect timeout has answered already

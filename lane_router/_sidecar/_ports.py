@@ -60,6 +60,7 @@ class Proxy(Protocol):
     hops_header: str
     hops_line: list[bytes]
     edge: Edge | None
+    resolved: dict[str, str]  # endpoint name -> cached address (empty without names)
 
     def eject(self, ep: EndpointState, now: float, detail: str) -> None: ...
     def release(self, up: Upstream) -> None: ...

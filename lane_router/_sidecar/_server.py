@@ -18,6 +18,7 @@ from lane_router._sidecar._downstream import ClientConnection
 from lane_router._sidecar._edge import Edge
 from lane_router._sidecar._metrics import Metrics
 from lane_router._sidecar._ports import Client, Upstream
+from lane_router._sidecar._resolve import Resolver
 from lane_router._sidecar._table import EndpointState, RouteTable, forget_unused
 from lane_router._topology import TopologyError
 
@@ -72,6 +73,10 @@ class Sidecar:
         self.table = self._build(load_topology(config.topology_path), 1)
         self._stat_key = self._stat()
         self.metrics.reloads += 1
+        self.resolver = Resolver(
+            self.loop, self.registry, ttl=config.dns_ttl, negative_ttl=config.dns_negative_ttl
+        )
+        self.resolved = self.resolver.addresses
 
     # -- table ----------------------------------------------------------------------------
 
@@ -87,12 +92,16 @@ class Sidecar:
             self.edge.install(table.special, topology.baggage_key)
         return table
 
-    def _stat(self) -> tuple[int, ...] | None:
+    def _stat(self) -> tuple[object, ...] | None:
+        """What identifies the file's content. ``realpath`` first: a ConfigMap volume's file is
+        ``lanes.yaml -> ..data/lanes.yaml`` and kubelet swaps ``..data`` to a new directory by
+        an atomic rename, which the final file's mtime alone may not show."""
+        path = self.config.topology_path
         try:
-            st = os.stat(self.config.topology_path)
+            st = os.stat(path)
         except OSError:
             return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
+        return (os.path.realpath(path), st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
 
     def reload(self, why: str) -> bool:
         """Load the file again; a bad file keeps the live table, says why and is counted."""
@@ -117,6 +126,7 @@ class Sidecar:
             return False
         self.table = table
         forget_unused(self.registry, (table,))
+        self.resolver.changed()
         self.metrics.reloads += 1
         log.info(
             "reload (%s): table generation %d, %d services, %d lanes",
@@ -219,6 +229,7 @@ class Sidecar:
                 self, *self.config.admin, server=self.config.admin_server
             )
         self._later(self._tick_interval(), self._tick)
+        self.resolver.start()
         if self.config.reload_interval > 0:
             self._later(self.config.reload_interval, self._watch)
         self.listening = True
@@ -251,6 +262,7 @@ class Sidecar:
         return left
 
     async def close(self) -> None:
+        await self.resolver.close()
         for t in self._timers:
             t.cancel()
         self._timers.clear()
