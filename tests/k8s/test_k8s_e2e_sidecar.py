@@ -30,13 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dnslib import QTYPE, RCODE, RR, A
+from dnslib.server import BaseResolver, DNSLogger, DNSServer
 from k8s_objects import NS, deployment, lane, service
 from kube_double import KubeDouble
 from kubelet_volume import write_configmap_volume
-
-dnslib = pytest.importorskip("dnslib")
-from dnslib import QTYPE, RCODE, RR, A  # noqa: E402
-from dnslib.server import BaseResolver, DNSLogger, DNSServer  # noqa: E402
 
 DOMAIN = f"{NS}.svc"
 
