@@ -4,7 +4,8 @@ data plane writes them): resolved in the background, cached, never on a request'
 One task re-resolves every name of the live endpoints through the system resolver
 (``getaddrinfo`` on the loop's executor, so ``/etc/hosts``, search domains and ``ndots`` of a
 pod apply): a name that resolves is cached for ``ttl`` seconds and new upstream connections go
-to the cached address; a name that does not (NXDOMAIN, refused, timed out) is a dead endpoint:
+to the cached address (a name with several addresses is left to the connect, which tries
+each in turn); a name that does not (NXDOMAIN, refused, timed out) is a dead endpoint:
 ejected, its idle connections closed, so requests fall back along the lane's walk, until a later
 answer brings it back (asked again after ``negative_ttl``). A connection opened before the first
 answer resolves the name itself, once. IP literals are not touched.
@@ -131,10 +132,14 @@ class Resolver:
             self.dead[name] = why
             self._kill(name, self._states(name))
             return
-        self.addresses[name] = str(infos[0][4][0])
+        found = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        if len(found) == 1:  # a Service's ClusterIP: connect straight to it
+            self.addresses[name] = found[0]
+        else:  # several (localhost v4+v6, a headless Service): the connect tries them in turn
+            self.addresses.pop(name, None)
         self._due[name] = self.loop.time() + self.ttl
         if self.dead.pop(name, None) is not None:
-            log.warning("endpoint %s resolves again (%s)", name, self.addresses[name])
+            log.warning("endpoint %s resolves again (%s)", name, ", ".join(found))
             for ep in self._states(name):
                 if ep.ejected_until == math.inf:
                     ep.ejected_until = 0.0
