@@ -12,7 +12,10 @@ import threading
 
 __all__ = ["HELP", "add_arguments", "run"]
 
-HELP = "run the Kubernetes controller: TrafficLanes and Deployment labels in, Istio routes out"
+HELP = (
+    "run the Kubernetes controller: TrafficLanes and Deployment labels in, Istio routes "
+    "(or, --data-plane sidecar, per-lane Services and a lanes.yaml ConfigMap) out"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
