@@ -209,7 +209,9 @@ def _responses(raw: bytes, tally: Tally, own_errors: bool, head: bool) -> None:
                     tally.non_json_errors.append(f"{status} {headers} {body[:80]!r}")
 
 
-async def _one(addr: tuple[str, int], data: bytes, tally: Tally, own_errors: bool) -> None:
+async def _one(
+    addr: tuple[str, int], data: bytes, tally: Tally, own_errors: bool, half_close: bool
+) -> None:
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(*addr), 5)
     except (TimeoutError, OSError):
@@ -218,9 +220,13 @@ async def _one(addr: tuple[str, int], data: bytes, tally: Tally, own_errors: boo
     got = b""
     try:
         writer.write(data)
-        writer.write_eof()
-        while chunk := await asyncio.wait_for(reader.read(65536), 15):
-            got += chunk
+        if half_close:  # then read until the proxy closes
+            writer.write_eof()
+            while chunk := await asyncio.wait_for(reader.read(65536), 15):
+                got += chunk
+        else:  # a proxy that closes on a half-close (Envoy): read until 0.5 s of silence
+            while chunk := await asyncio.wait_for(reader.read(65536), 0.5 if got else 5):
+                got += chunk
     except (TimeoutError, OSError):
         pass
     finally:
@@ -236,15 +242,17 @@ async def run_corpus(
     *,
     own_errors: bool,
     parallel: int = 32,
+    half_close: bool = True,
 ) -> Tally:
-    """Send each request on its own connection (then EOF), ``parallel`` at a time."""
+    """Send each request on its own connection (then EOF if ``half_close``), ``parallel`` at
+    a time."""
     tally = Tally()
     it = iter(requests)
 
     async def worker() -> None:
         for _, data in it:
             tally.sent += 1
-            await _one(addr, data, tally, own_errors)
+            await _one(addr, data, tally, own_errors, half_close)
 
     await asyncio.gather(*(worker() for _ in range(parallel)))
     return tally
