@@ -20,9 +20,7 @@ def _topology(endpoint: str) -> str:
     return yaml.safe_dump(doc)
 
 
-def test_reload_on_kubelet_data_swap(
-    tmp_path: Path, upstreams: Callable[..., Upstream]
-) -> None:
+def test_reload_on_kubelet_data_swap(tmp_path: Path, upstreams: Callable[..., Upstream]) -> None:
     one, two = upstreams("one"), upstreams("two")
     a, b = _topology(one.endpoint), _topology(two.endpoint)
     a, b = a.ljust(max(len(a), len(b))), b.ljust(max(len(a), len(b)))  # same size

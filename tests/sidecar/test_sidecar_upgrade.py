@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -176,3 +178,29 @@ def test_an_idle_tunnel_is_closed(env: Any) -> None:
             return (await ws.receive(timeout=15)).type  # --idle-timeout 2 ends it first
 
     assert loop.run(idle(), timeout=20) in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSE)
+
+
+def test_a_tunnel_lives_through_the_drain_then_is_cut(
+    loop: Loop, upstreams: Any, sidecars: Any
+) -> None:
+    base = upstreams("baseline")
+    sc = sidecars(topology(reviews={"baseline": [base.endpoint]}), "--drain-timeout", "1")
+
+    async def through_sigterm() -> tuple[str, Any]:
+        url = f"http://{sc.proxy[0]}:{sc.proxy[1]}/ws"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(url, headers={"Host": "reviews"}) as ws,
+        ):
+            await ws.send_str("before")
+            assert (await ws.receive(timeout=10)).data == "baseline:before"
+            os.kill(sc.pid, signal.SIGTERM)
+            await ws.send_str("during")  # draining: the tunnel is in flight, it goes on
+            during = (await ws.receive(timeout=10)).data
+            end = (await ws.receive(timeout=15)).type  # cut at --drain-timeout
+            return during, end
+
+    during, end = loop.run(through_sigterm(), timeout=30)
+    assert during == "baseline:during"
+    assert end in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.ERROR)
+    assert sc.proc.wait(10) == 0
