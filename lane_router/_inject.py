@@ -8,6 +8,10 @@ controller writes (``--data-plane sidecar``) and reloads it when kubelet swaps t
 App containers get ``HTTP_PROXY``/``http_proxy`` pointing at it (requests, httpx and urllib honour
 them; aiohttp only with ``ClientSession(trust_env=True)``) and ``NO_PROXY``/``no_proxy`` for the
 pod's own and the cluster's non-service traffic (the API server, link-local metadata).
+The sidecar runs with ``--service $(LANES_SERVICE)``: the pod's ``app`` label (the label the
+controller routes by) read through the downward API, or the workload's name when its pods have
+no such label, so its request metrics carry the ``source`` label the call graph of ``lanes ui``
+draws.
 
 Documents that are not workloads, and workloads already injected the same way, come back
 byte for byte; documents are split the way kubectl splits a YAML stream (``---`` lines).
@@ -31,6 +35,7 @@ __all__ = [
     "CONTAINER_NAME",
     "DEFAULT_NO_PROXY",
     "IMAGE_REPOSITORY",
+    "SERVICE_ENV",
     "SKIP_ANNOTATION",
     "InjectOptions",
     "default_image",
@@ -46,6 +51,7 @@ CONFIGMAP_NAME = "traffic-lanes"
 CONFIGMAP_KEY = "lanes.yaml"
 MOUNT_PATH = "/etc/traffic-lanes"
 SKIP_ANNOTATION = "traffic-lanes.io/inject"
+SERVICE_ENV = "LANES_SERVICE"  # expanded by the kubelet in the sidecar's args
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet"})
 # Loopback, the API server under every name a client may use, cloud metadata: never the sidecar.
 DEFAULT_NO_PROXY = (
@@ -83,10 +89,21 @@ class InjectOptions:
     cpu_request: str = "50m"
     memory_request: str = "32Mi"
     memory_limit: str = "128Mi"
+    app_label: str = "app"  # the pod label naming the service (the controller's --app-label)
 
 
-def sidecar_container(opts: InjectOptions) -> dict[str, Any]:
-    """The native sidecar: proxy on the pod's loopback, admin (probes) on the pod's IP."""
+def _service_env(opts: InjectOptions, service: str | None) -> dict[str, Any]:
+    if service is not None:
+        return {"name": SERVICE_ENV, "value": service}
+    ref = {"apiVersion": "v1", "fieldPath": f"metadata.labels['{opts.app_label}']"}
+    return {"name": SERVICE_ENV, "valueFrom": {"fieldRef": ref}}
+
+
+def sidecar_container(opts: InjectOptions, service: str | None = None) -> dict[str, Any]:
+    """The native sidecar: proxy on the pod's loopback, admin (probes) on the pod's IP.
+
+    ``--service`` is the pod's ``opts.app_label`` label (downward API), or ``service`` when
+    given (a workload whose pods have no such label: its name)."""
     probe = {"httpGet": {"path": "/readyz", "port": "lanes-admin"}, "periodSeconds": 2}
     return {
         "name": CONTAINER_NAME,
@@ -100,7 +117,10 @@ def sidecar_container(opts: InjectOptions) -> dict[str, Any]:
             f"127.0.0.1:{opts.proxy_port}",
             "--admin",
             f"0.0.0.0:{opts.admin_port}",
+            "--service",
+            f"$({SERVICE_ENV})",
         ],
+        "env": [_service_env(opts, service)],
         "ports": [{"name": "lanes-admin", "containerPort": opts.admin_port, "protocol": "TCP"}],
         "startupProbe": {**probe, "failureThreshold": 30},
         "readinessProbe": probe,
@@ -159,9 +179,11 @@ def inject_object(obj: dict[str, Any], opts: InjectOptions, where: str = "") -> 
         return obj
     name = f"{obj['kind']}/{(obj.get('metadata') or {}).get('name', '?')}"
     out = copy.deepcopy(obj)
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    service = None if isinstance(labels.get(opts.app_label), str) else _label_value(obj)
     pod = out["spec"]["template"].setdefault("spec", {})
     pod["initContainers"] = _replace_named(
-        pod.get("initContainers") or [], sidecar_container(opts), first=True
+        pod.get("initContainers") or [], sidecar_container(opts, service), first=True
     )
     volume = {"name": VOLUME_NAME, "configMap": {"name": opts.configmap}}
     pod["volumes"] = _replace_named(pod.get("volumes") or [], volume)
@@ -181,6 +203,13 @@ def inject_object(obj: dict[str, Any], opts: InjectOptions, where: str = "") -> 
             env = _replace_named(env, entry)
         container["env"] = env
     return out
+
+
+def _label_value(obj: dict[str, Any]) -> str:
+    """The workload's name as a service name (its pods have no app label): an RFC 1123 label,
+    what ``lanes sidecar --service`` accepts."""
+    name = str((obj.get("metadata") or {}).get("name") or "")
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower())[:63].strip("-") or "unnamed"
 
 
 def _documents(text: str) -> Iterable[str]:

@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proxy-port", type=int, default=15001, help="proxy port on loopback")
     parser.add_argument("--admin-port", type=int, default=15000, help="admin/probe port")
     parser.add_argument(
+        "--app-label",
+        default="app",
+        help="pod label naming the service (the controller's --app-label): the sidecar's "
+        "--service; workloads whose pods lack it use their own name",
+    )
+    parser.add_argument(
         "--no-proxy",
         action="append",
         default=[],
@@ -47,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         proxy_port=args.proxy_port,
         admin_port=args.admin_port,
         no_proxy=tuple(args.no_proxy),
+        app_label=args.app_label,
     )
     texts: list[str] = []
     for name in args.file or ["-"]:

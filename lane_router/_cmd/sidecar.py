@@ -22,6 +22,8 @@ def _hostport(text: str) -> tuple[str, int]:
 def _service_name(text: str) -> str:
     import re
 
+    if text == "":  # `--service $(LANES_SERVICE)` in a pod without the label: warned in run()
+        return text
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a service name (an RFC 1123 label)")
     return text
@@ -139,12 +141,19 @@ def run(args: argparse.Namespace) -> int:
     if args.edge != bool(args.jwks):
         print("lanes sidecar: --edge and --jwks FILE go together", file=sys.stderr)
         return 2
+    if args.service == "":
+        print(
+            "lanes sidecar: WARNING: --service is empty (the pod has no app label for "
+            "$(LANES_SERVICE)): its calls are counted with no source; label the pods, or re-run "
+            "`lanes inject`, which then names the workload",
+            file=sys.stderr,
+        )
     config = SidecarConfig(
         topology_path=args.file,
         listen=tuple(args.listen or [("127.0.0.1", 15001)]),
         admin=None if args.no_admin else args.admin,
         admin_server=args.admin_server,
-        service=args.service,
+        service=args.service or None,
         connect_timeout=args.connect_timeout,
         idle_timeout=args.idle_timeout,
         request_timeout=args.request_timeout,

@@ -16,6 +16,7 @@ from k8s_schemas import REPO, k8s_validator, load_docs
 from lane_router._inject import (
     CONTAINER_NAME,
     DEFAULT_NO_PROXY,
+    SERVICE_ENV,
     InjectOptions,
     inject_stream,
     sidecar_container,
@@ -60,9 +61,9 @@ items:
   kind: DaemonSet
   metadata: {name: agent}
   spec:
-    selector: {matchLabels: {app: agent}}
+    selector: {matchLabels: {component: agent}}
     template:
-      metadata: {labels: {app: agent}}
+      metadata: {labels: {component: agent}}
       spec:
         containers: [{name: agent, image: agent:1}]
 - apiVersion: apps/v1
@@ -99,6 +100,17 @@ def test_injected_sample_validates_and_routes_app_traffic_through_the_sidecar() 
         pod = _pod(dep)
         (sidecar,) = pod["initContainers"]
         assert sidecar == sidecar_container(OPTS) and sidecar["restartPolicy"] == "Always"
+        # --service is the pod's app label (the controller's), expanded by the kubelet.
+        assert sidecar["args"][-2:] == ["--service", f"$({SERVICE_ENV})"]
+        assert "app" in dep["spec"]["template"]["metadata"]["labels"]
+        assert sidecar["env"] == [
+            {
+                "name": SERVICE_ENV,
+                "valueFrom": {
+                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.labels['app']"}
+                },
+            }
+        ]
         sec = sidecar["securityContext"]
         assert sec["runAsNonRoot"] and sec["readOnlyRootFilesystem"]
         assert sec["capabilities"] == {"drop": ["ALL"]}
@@ -137,8 +149,13 @@ def test_statefulset_daemonset_list_opt_out_and_what_is_kept(
         "NO_PROXY",
         "no_proxy",
     ]
+    # db's pods are labelled app: db (downward API); a workload without the label: its name.
+    assert _pod(sts)["initContainers"][0]["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['app']"
+    )
     ds, opted_out = lst["items"]
     assert _errors(ds) == [] and _pod(ds)["initContainers"][0]["name"] == CONTAINER_NAME
+    assert _pod(ds)["initContainers"][0]["env"] == [{"name": SERVICE_ENV, "value": "agent"}]
     assert "initContainers" not in _pod(opted_out)
     assert inject_stream(out, OPTS) == out
 
@@ -197,3 +214,18 @@ def test_kustomize_component_adds_the_same_sidecar(tmp_path: Path) -> None:
             )
         else:
             assert "initContainers" not in pod
+
+
+def test_sidecar_takes_an_empty_service_from_an_unlabelled_pod() -> None:
+    """`$(LANES_SERVICE)` is empty in a pod without the app label: the sidecar still starts
+    (with a WARNING at run time), a bad name is refused."""
+    import argparse
+
+    from lane_router._cmd.sidecar import add_arguments
+
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_arguments(parser)
+    assert parser.parse_args(["-f", "x", "--service", ""]).service == ""
+    assert parser.parse_args(["-f", "x", "--service", "reviews"]).service == "reviews"
+    with pytest.raises(argparse.ArgumentError):
+        parser.parse_args(["-f", "x", "--service", "Not_A_Label"])
