@@ -31,6 +31,7 @@ __all__ = [
     "Edge",
     "EdgeConfigError",
     "strip_baggage_lane",
+    "strip_cookie",
     "token_from",
 ]
 
@@ -42,20 +43,31 @@ OUTCOMES: Final = ("valid", "expired", "invalid", "absent")
 H_EDGE: Final = 100
 H_EDGE_BAGGAGE: Final = 100  # copied without its lane member
 H_EDGE_TOKEN: Final = 101  # read for the token, never forwarded
-H_EDGE_COOKIE: Final = 102  # copied, and read for the token
+H_EDGE_COOKIE: Final = 102  # read for the token, copied without its lane_token pair
 _OWS: Final = b" \t"
+
+
+def _strip(line: bytes, key: bytes, sep: bytes) -> bytes | None:
+    if key not in line:
+        return line
+    kept = [m for m in line.split(sep) if m.partition(b"=")[0].strip(_OWS) != key]
+    if len(kept) == line.count(sep) + 1:
+        return line
+    out = sep.join(kept).strip(_OWS)
+    return out or None
 
 
 def strip_baggage_lane(line: bytes, key: bytes) -> bytes | None:
     """``line`` without its ``key`` members (whatever their value); the other members keep
     their bytes. ``None`` when nothing is left; ``line`` itself when it holds no such member."""
-    if key not in line:
-        return line
-    kept = [m for m in line.split(b",") if m.partition(b"=")[0].strip(_OWS) != key]
-    if len(kept) == line.count(b",") + 1:
-        return line
-    out = b",".join(kept).strip(_OWS)
-    return out or None
+    return _strip(line, key, b",")
+
+
+def strip_cookie(line: bytes, name: bytes) -> bytes | None:
+    """A ``Cookie`` line without its ``name`` pairs (the lane token is a credential: it never
+    reaches the upstream); the other pairs keep their bytes. ``None`` when nothing is left;
+    ``line`` itself when it holds no such pair. Same rule as the Envoy strip step's."""
+    return _strip(line, name, b";")
 
 
 def token_from(
@@ -157,8 +169,12 @@ class Edge:
                 req.tokens = [value]
             else:
                 req.tokens.append(value)
-        else:  # H_EDGE_COOKIE: forwarded, and read for the token
-            req.headers += (name, b": ", value, b"\r\n")
+        else:  # H_EDGE_COOKIE: read for the token, forwarded without the token's pair
+            kept = strip_cookie(value, self.cookie)
+            if kept is not None:
+                req.headers += (name, b": ", kept, b"\r\n")
+            if kept is value:
+                return
             if req.cookies is None:
                 req.cookies = [value]
             else:

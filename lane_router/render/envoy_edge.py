@@ -3,10 +3,11 @@ edge).
 
 Three HTTP filters go in front of the lane filter, in this order:
 
-1. a Lua filter (``lane_router/data/edge.lua``) removing every client ``x-lane`` line and the lane
-   member of every ``baggage`` line;
-2. Envoy's own ``jwt_authn`` with the JWKS inline: the token from the ``x-lane-token`` header or
-   the ``lane_token`` cookie, ``claim_to_headers`` writing the ``lane`` claim to ``x-lane``,
+1. a Lua filter (``lane_router/data/edge.lua``) removing every client ``x-lane`` line, the lane
+   member of every ``baggage`` line and the ``lane_token`` pair of every ``cookie`` line (the
+   token is a credential); without an ``x-lane-token`` header, that cookie's value becomes it;
+2. Envoy's own ``jwt_authn`` with the JWKS inline: the token from the ``x-lane-token`` header
+   (the cookie was moved there), ``claim_to_headers`` writing the ``lane`` claim to ``x-lane``,
    ``allow_missing_or_failed`` so a bad token is baseline traffic (never a 401), and
    ``clear_route_cache`` since the route may already have been picked without the lane;
 3. ``header_mutation`` removing ``x-lane-token`` (``forward: false`` only removes a token that
@@ -22,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from lane_router._edge_wire import (
     DEFAULT_AUDIENCE,
-    DEFAULT_COOKIE,
     DEFAULT_ISSUER,
     DEFAULT_LEEWAY,
     DEFAULT_TOKEN_HEADER,
@@ -90,7 +90,6 @@ def edge_filters(
                         "audiences": [audience],
                         "local_jwks": {"inline_string": jwks_json},
                         "from_headers": [{"name": DEFAULT_TOKEN_HEADER}],
-                        "from_cookies": [DEFAULT_COOKIE],
                         "forward": False,
                         "require_expiration": True,
                         "clock_skew_seconds": leeway,

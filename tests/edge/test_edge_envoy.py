@@ -16,10 +16,10 @@ from envoy_upstreams import Fleet
 from envoyproc import EnvoyProcess, running_envoy
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_edge_strip import STRIP_CASES
+from test_edge_strip import COOKIE_CASES, STRIP_CASES
 
 from lane_router import Topology, topology_from_dict
-from lane_router._sidecar._edge import strip_baggage_lane
+from lane_router._sidecar._edge import strip_baggage_lane, strip_cookie
 from lane_router._token import load_jwks, mint
 from lane_router.render import render_envoy
 from lane_router.render.envoy_edge import add_envoy_edge
@@ -106,7 +106,12 @@ def test_signed_lane_is_honoured_and_the_token_not_forwarded(
 def test_cookie_carrier(envoy: EnvoyProcess, keys: Keys) -> None:
     token = mint(keys.a, "feature-a", 600)
     status, seen = ask(envoy, [("cookie", f"theme=dark; lane_token={token}")])
-    assert (status, seen["lane"]) == (200, "feature-a")
+    assert (status, seen["lane"], seen["cookie"]) == (200, "feature-a", ["theme=dark"])
+    assert "x-lane-token" not in seen["lane_headers"]
+    status, seen = ask(envoy, [("cookie", f'lane_token="{token}"')])  # quoted; nothing left
+    assert (status, seen["lane"], seen["cookie"]) == (200, "feature-a", [])
+    status, seen = ask(envoy, [("x-lane-token", "bad"), ("cookie", f"lane_token={token}")])
+    assert (status, seen["lane"], seen["cookie"]) == (200, "baseline", [])  # the header wins
 
 
 def test_every_attack_is_baseline_never_an_error(envoy: EnvoyProcess, keys: Keys) -> None:
@@ -133,18 +138,39 @@ def test_a_key_removed_from_the_jwks_no_longer_verifies(
         )
 
 
+def test_cookie_cases(envoy: EnvoyProcess) -> None:
+    for line, after in COOKIE_CASES:
+        status, seen = ask(envoy, [("cookie", line.decode())])
+        assert (status, seen["cookie"]) == (200, [] if after is None else [after.decode()]), line
+        assert "x-lane-token" not in seen["lane_headers"]
+
+
 _PIECES = st.sampled_from(["lane", "lanes", "k", "=", "==", ",", ";", " ", "\t", "a-1", "%41", "x"])
+_COOKIE_PIECES = st.sampled_from(
+    ["lane_token", "lane_tokens", "a", "=", ";", "; ", " ", "\t", '"', "x.y", ","]
+)
+
+
+def _http(line: str) -> str:
+    return line.strip(" \t")  # the value as HTTP delivers it
 
 
 @settings(max_examples=60, deadline=None, derandomize=True)
-@given(line=st.lists(_PIECES, min_size=1, max_size=12).map("".join))
-def test_envoy_strips_like_the_sidecar(envoy: EnvoyProcess, line: str) -> None:
-    """The Lua strip step and the sidecar's ``strip_baggage_lane`` agree on any line (the value
-    as HTTP delivers it: surrounding spaces trimmed)."""
-    value = line.strip(" \t")
-    if not value:
+@given(
+    line=st.lists(_PIECES, min_size=1, max_size=12).map("".join).map(_http),
+    cookie=st.lists(_COOKIE_PIECES, min_size=1, max_size=10).map("".join).map(_http),
+)
+def test_envoy_strips_like_the_sidecar(envoy: EnvoyProcess, line: str, cookie: str) -> None:
+    """The Lua strip step and the sidecar's ``strip_baggage_lane`` / ``strip_cookie`` agree on
+    any baggage and cookie line (one request carries both)."""
+    headers = [(name, value) for name, value in (("baggage", line), ("cookie", cookie)) if value]
+    if not headers:
         return
-    status, seen = ask(envoy, [("baggage", value)])
+    status, seen = ask(envoy, headers)
     assert status == 200
-    after = strip_baggage_lane(value.encode(), b"lane")
+    after = strip_baggage_lane(line.encode(), b"lane") if line else None
     assert seen["baggage"] == ([] if after is None else [after.decode()])
+    after = strip_cookie(cookie.encode(), b"lane_token") if cookie else None
+    assert seen["cookie"] == ([] if after is None else [after.decode()])
+    assert seen["lane"] == "baseline"
+    assert "x-lane-token" not in seen["lane_headers"]

@@ -123,8 +123,11 @@ def test_cookie_carrier_and_cache(edge: SidecarProc, keys: Keys) -> None:
     for _ in range(3):
         status, seen = ask(edge, [("cookie", f"theme=dark; lane_token={token}")])
         assert (status, *lane_of(seen)) == (200, "feature-a", ["feature-a"])
-        assert seen["h"]["cookie"] == [f"theme=dark; lane_token={token}"]
-    assert counters(edge)['lanes_edge_tokens_total{outcome="valid"}'] - before == 3
+        assert seen["h"]["cookie"] == ["theme=dark"]  # the token is a credential
+    status, seen = ask(edge, [("cookie", f"lane_token={token}"), ("cookie", "a=1")])
+    assert (status, *lane_of(seen)) == (200, "feature-a", ["feature-a"])
+    assert seen["h"]["cookie"] == ["a=1"]
+    assert counters(edge)['lanes_edge_tokens_total{outcome="valid"}'] - before == 4
 
 
 def test_every_attack_is_baseline_never_an_error(edge: SidecarProc, keys: Keys) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lane_router._sidecar._edge import strip_baggage_lane, token_from
+from lane_router._sidecar._edge import strip_baggage_lane, strip_cookie, token_from
 
 # (baggage line, the line after the edge) - shared with the Envoy test so both planes agree.
 STRIP_CASES = [
@@ -17,6 +17,22 @@ STRIP_CASES = [
     (b"lane=a,lane=b", None),
     (b"no-lane-here=1", b"no-lane-here=1"),
 ]
+
+# (cookie line, the line after the edge): the token's pair goes, the others keep their bytes.
+COOKIE_CASES = [
+    (b"lane_token=abc", None),
+    (b"theme=dark; lane_token=abc.def; sid=1", b"theme=dark; sid=1"),
+    (b'lane_token="q";a=1', b"a=1"),
+    (b"a=1;  lane_token = x ;b=lane_token", b"a=1;b=lane_token"),
+    (b"my_lane_token=1; lane_tokens=2", b"my_lane_token=1; lane_tokens=2"),
+    (b"lane_token=a; lane_token=b", None),
+    (b"lane_token", None),
+]
+
+
+@pytest.mark.parametrize(("line", "after"), COOKIE_CASES)
+def test_strip_cookie(line: bytes, after: bytes | None) -> None:
+    assert strip_cookie(line, b"lane_token") == after
 
 
 @pytest.mark.parametrize(("line", "after"), STRIP_CASES)

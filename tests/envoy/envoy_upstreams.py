@@ -63,6 +63,7 @@ class Fleet:
                         if "lane" in k.lower()
                     },
                     "baggage": request.headers.getall("baggage", []),
+                    "cookie": request.headers.getall("cookie", []),
                     "body_bytes": len(body),
                 }
             )
