@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from edge_tokens import make_keys
-from k8s_schemas import istio_validator
+from k8s_schemas import gateway_api_validator, istio_validator
 
 from lane_router import topology_from_dict
 from lane_router.cli import main
@@ -130,6 +130,10 @@ def test_render_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "x-lane-token",
     ]
     assert rule["backendRefs"] == [{"name": "web", "port": 80, "namespace": "default"}]
+    # The real HTTPRoute CRD (closed): a misspelled key fails, the route passes.
+    assert not [e.message for e in gateway_api_validator("HTTPRoute").iter_errors(route)]
+    rule["filters"][0]["requestHeaderModifier"]["remvoe"] = ["x"]
+    assert list(gateway_api_validator("HTTPRoute").iter_errors(route))
     for bad, why in [
         (["--format", "envoy", "--edge"], "needs --jwks"),
         (["--edge", *edge[1:]], "needs --gateway"),

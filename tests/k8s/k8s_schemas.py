@@ -1,7 +1,8 @@
 """Schema validators for manifests and for what the controller writes.
 
-Istio objects are checked against the CRDs copied in ``tests/schemas/istio-crds.yaml`` with
-every object schema closed (``additionalProperties: false``), so a misspelled key fails; the
+Istio objects are checked against the CRDs copied in ``tests/schemas/istio-crds.yaml`` and
+Gateway API objects against the CRDs copied in ``tests/schemas/gateway-api/``, with every object
+schema closed (``additionalProperties: false``), so a misspelled key fails; the
 Kubernetes kinds against the strict 1.33 JSON Schemas; TrafficLanes against our own CRD.
 Provenance of the copies: ``tests/schemas/SOURCE.md``.
 """
@@ -22,6 +23,7 @@ __all__ = [
     "REPO",
     "close_schema",
     "crd_validator",
+    "gateway_api_validator",
     "istio_validator",
     "k8s_validator",
     "load_docs",
@@ -100,6 +102,18 @@ def _istio_crds() -> dict[str, dict[str, Any]]:
 @functools.cache
 def istio_validator(kind: str, version: str) -> Draft7Validator:
     crd = _istio_crds()[kind]
+    ver = next(v for v in crd["spec"]["versions"] if v["name"] == version)
+    schema = close_schema(ver["schema"]["openAPIV3Schema"])
+    return Draft7Validator(_object_schema(crd["spec"]["group"], version, kind, schema))
+
+
+@functools.cache
+def gateway_api_validator(kind: str, version: str = "v1") -> Draft7Validator:
+    """Validator for a Gateway API kind (standard channel CRD), closed like Istio's. The CRD's
+    CEL rules (``x-kubernetes-validations``) are not evaluated: callers check the ones they
+    rely on; every structural limit (``maxItems``, ``maxLength``, enums, patterns) is."""
+    plural = {"HTTPRoute": "httproutes"}[kind]
+    (crd,) = load_docs(SCHEMAS / "gateway-api" / f"gateway.networking.k8s.io_{plural}.yaml")
     ver = next(v for v in crd["spec"]["versions"] if v["name"] == version)
     schema = close_schema(ver["schema"]["openAPIV3Schema"])
     return Draft7Validator(_object_schema(crd["spec"]["group"], version, kind, schema))

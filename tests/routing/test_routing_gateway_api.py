@@ -1,13 +1,12 @@
 """Gateway API (GAMMA) objects: schema-valid, within the API's limits, and routing by x-lane.
 
-No Gateway API CRD ships with the project's test schemas, so HTTPRoutes are checked against
-``HTTPROUTE_SCHEMA`` below: a closed JSON Schema written from the v1 HTTPRoute API reference
-(sigs.k8s.io/gateway-api ``apis/v1/httproute_types.go``: field names, enums, ``maxItems``
-16 rules / 64 matches / 16 backendRefs / 16 header matches, the CEL rules "at most 128 matches
-per route" and "an Exact or PathPrefix path is absolute without '?' or '#'", path match types,
-backendRef weights 0-1,000,000, header-name pattern, 4096-character values, ``port`` required
-for a Service backend), covering the subset of fields the renderer may use. Backend Services are
-checked against the strict Kubernetes 1.33 Service schema.
+HTTPRoutes are checked against the real HTTPRoute CRD (gateway-api v1.6.1, standard channel,
+``tests/schemas/gateway-api/``, provenance in ``tests/schemas/SOURCE.md``), every object closed
+so a misspelled key fails: field names, enums, patterns and the structural limits (``maxItems``
+16 rules / 64 matches / 16 filters / 16 backendRefs / 16 header matches, value lengths). The CEL
+rules the renderer relies on are checked here by hand: "at most 128 matches per route", "an
+Exact or PathPrefix path is absolute without '?' or '#'", "a Service backendRef has a port".
+Backend Services are checked against the strict Kubernetes 1.33 Service schema.
 """
 
 from __future__ import annotations
@@ -16,8 +15,7 @@ import copy
 import itertools
 
 import pytest
-from jsonschema import Draft202012Validator
-from k8s_schemas import k8s_validator
+from k8s_schemas import gateway_api_validator, k8s_validator
 from routing_corpus import predict, requests, topology
 from routing_eval import gamma_backend
 
@@ -30,139 +28,17 @@ from lane_router.render.gateway_api import (
 )
 
 TOPO = topology()
-_NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
-_PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
-_HEADER_NAME = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 256,
-    "pattern": r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$",
-}
-HTTPROUTE_SCHEMA = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"const": "gateway.networking.k8s.io/v1"},
-        "kind": {"const": "HTTPRoute"},
-        "metadata": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["name", "namespace"],
-            "properties": {
-                "name": {**_NAME, "maxLength": 253},
-                "namespace": _NAME,
-                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-            },
-        },
-        "spec": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["parentRefs", "rules"],
-            "properties": {
-                "parentRefs": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": 32,
-                    "items": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["name"],
-                        "properties": {
-                            "group": {"const": ""},
-                            "kind": {"const": "Service"},
-                            "name": _NAME,
-                            "namespace": _NAME,
-                            "port": _PORT,
-                        },
-                    },
-                },
-                "rules": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": 16,
-                    "items": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["backendRefs"],
-                        "properties": {
-                            "matches": {
-                                "type": "array",
-                                "maxItems": 64,
-                                "items": {
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "path": {
-                                            "type": "object",
-                                            "additionalProperties": False,
-                                            "required": ["value"],
-                                            "properties": {
-                                                "type": {
-                                                    "enum": [
-                                                        "Exact",
-                                                        "PathPrefix",
-                                                        "RegularExpression",
-                                                    ]
-                                                },
-                                                "value": {"type": "string", "maxLength": 1024},
-                                            },
-                                        },
-                                        "headers": {
-                                            "type": "array",
-                                            "maxItems": 16,
-                                            "items": {
-                                                "type": "object",
-                                                "additionalProperties": False,
-                                                "required": ["name", "value"],
-                                                "properties": {
-                                                    "type": {
-                                                        "enum": ["Exact", "RegularExpression"]
-                                                    },
-                                                    "name": _HEADER_NAME,
-                                                    "value": {
-                                                        "type": "string",
-                                                        "minLength": 1,
-                                                        "maxLength": 4096,
-                                                    },
-                                                },
-                                            },
-                                        },
-                                    },
-                                },
-                            },
-                            "backendRefs": {
-                                "type": "array",
-                                "minItems": 1,
-                                "maxItems": 16,
-                                "items": {
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "required": ["name", "port"],
-                                    "properties": {
-                                        "name": _NAME,
-                                        "port": _PORT,
-                                        "weight": {
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "maximum": 1000000,
-                                        },
-                                    },
-                                },
-                            },
-                        },
-                    },
-                },
-            },
-        },
-    },
-}
-_ROUTE_VALIDATOR = Draft202012Validator(HTTPROUTE_SCHEMA)
+_ROUTE_VALIDATOR = gateway_api_validator("HTTPRoute")
 
 
 def _route_errors(route: dict) -> list[str]:
     errors = [e.message for e in _ROUTE_VALIDATOR.iter_errors(route)]
     for rule in route["spec"]["rules"]:
+        for ref in rule.get("backendRefs", []):
+            # CEL: a Service backend (the default kind) needs a port.
+            service = ref.get("kind", "Service") == "Service" and ref.get("group", "") == ""
+            if service and "port" not in ref:
+                errors.append(f"backendRef {ref.get('name')!r}: port required for a Service")
         for m in rule.get("matches", []):
             # CEL: an Exact or PathPrefix value is an absolute path without '?' or '#'.
             path = m.get("path", {})
