@@ -23,9 +23,13 @@ system-deps:
 demo: $(STAMP)
 	$(BIN)/lanes demo
 
-# actionlint runs shellcheck (from the venv) on the workflow's `run:` scripts.
+# Style, types (mypy: strict for lanes_sdk and the semantics, see pyproject.toml), the import
+# contracts (import-linter: lanes_sdk never imports lane_router, the layers of lane_router, no
+# cycles); actionlint runs shellcheck (from the venv) on the workflow's `run:` scripts.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/actionlint
 	$(BIN)/shellcheck .ci/run .ci/system-deps
@@ -66,4 +70,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_edge.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis node_modules
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .mypy_cache .import_linter_cache node_modules

@@ -1,11 +1,13 @@
 """Render 1,000 services x 100 lanes to Istio YAML; goal <= 1 s.
 
 Usage: ``.venv/bin/python bench/bench_render.py [--services N] [--lanes N] [--repeat N]
-[--format istio|gateway-api]``
+[--format istio|gateway-api] [--canary]``
 
 The topology is generated: every lane deploys 5% of the services (a deterministic spread), one
 lane in four falls back to another lane (chains up to three hops) and one in ten is strict, so the
-renderer sees own versions, fallbacks, strict misses and lanes served by the baseline. Timed:
+renderer sees own versions, fallbacks, strict misses and lanes served by the baseline. With
+``--canary`` every service also has a canary (a header match and 10%), the worst case for Istio:
+every lane then needs routes of its own, those served by the baseline too. Timed:
 the renderer + ``dump_yaml`` (what ``lanes render`` does after loading the file), best of
 ``--repeat`` runs, plus the topology build for reference. The goal is set for Istio.
 """
@@ -16,10 +18,10 @@ import argparse
 import random
 import time
 
-from lane_router import Lane, Service, Topology, dump_yaml, render
+from lane_router import Canary, ContentMatch, Lane, Service, Topology, dump_yaml, render
 
 
-def build(n_services: int, n_lanes: int, *, seed: int = 7) -> Topology:
+def build(n_services: int, n_lanes: int, *, seed: int = 7, canary: bool = False) -> Topology:
     rng = random.Random(seed)
     names = [f"lane-{i:03d}" for i in range(n_lanes)]
     lanes = []
@@ -38,7 +40,12 @@ def build(n_services: int, n_lanes: int, *, seed: int = 7) -> Topology:
             deployed[s].append(name)
     for s in range(n_services):
         versions = {lane: () for lane in ("baseline", *deployed[s])}
-        services.append(Service(f"svc-{s:04d}", versions, port=8080))
+        spec = None
+        if canary:
+            versions["v2"] = ()
+            match = ContentMatch(headers=(("x-canary", "exact", "1"),))
+            spec = Canary("v2", weight=10, matches=(match,))
+        services.append(Service(f"svc-{s:04d}", versions, port=8080, canary=spec))
     return Topology.build(lanes=lanes, services=services, namespace="bench")
 
 
@@ -48,10 +55,11 @@ def main() -> None:
     parser.add_argument("--lanes", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--format", choices=("istio", "gateway-api"), default="istio")
+    parser.add_argument("--canary", action="store_true", help="a canary on every service")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
-    topo = build(args.services, args.lanes)
+    topo = build(args.services, args.lanes, canary=args.canary)
     t_build = time.perf_counter() - t0
 
     best_render = best_dump = best_cpu = float("inf")
@@ -73,7 +81,8 @@ def main() -> None:
     )
     total = best_render + best_dump
     print(
-        f"{args.format}: {args.services} services x {args.lanes} lanes: {len(objects)} objects, "
+        f"{args.format}: {args.services} services x {args.lanes} lanes"
+        f"{' with a canary on every service' if args.canary else ''}: {len(objects)} objects, "
         f"{routes} routes/rules, "
         f"{len(text) / 1e6:.1f} MB YAML"
     )

@@ -112,6 +112,8 @@ def step(
     expected = _expected(old, service, action, weight, version, endpoints, matches)
     want = topology_from_dict(expected, source=source)  # bad input fails here, naming the key
     doc = yaml.compose(text, Loader=yaml.SafeLoader)
+    if doc is None:  # pragma: no cover - loads_topology above found the service in it
+        raise RolloutError("the file holds no document")
     edits = _edits(text, doc, old, service, action, weight, version, endpoints, matches)
     new_text = _apply(text, edits)
     try:
@@ -139,15 +141,16 @@ def _expected(
     doc = copy.deepcopy(topology_to_dict(old))
     entry = doc["services"][service]
     versions = entry["versions"]
-    canary = entry.get("canary")
+    canary: dict[str, Any] = entry.get("canary") or {}
     if action == "weight":
-        if canary is None:
+        if not canary:
             assert version is not None
             if version not in versions:
                 versions[version] = list(endpoints)
             elif endpoints:
                 raise RolloutError(f"version {version!r} already exists: drop --endpoint")
-            canary = entry["canary"] = {"version": version, "weight": weight}
+            canary = {"version": version, "weight": weight}
+            entry["canary"] = canary
             if matches:
                 canary["match"] = list(matches)
         canary["weight"] = weight
@@ -182,6 +185,8 @@ def _edits(
     if not isinstance(svc_node, yaml.MappingNode):
         raise RolloutError("cannot edit this file safely: the service is not a mapping")
     versions = _value(svc_node, "versions")
+    if not isinstance(versions, yaml.MappingNode):
+        raise RolloutError("cannot edit this file safely: 'versions' is not a mapping")
     canary_entry = _entry(svc_node, "canary")
     nl = "\r\n" if "\r\n" in text else "\n"
     if canary_entry is None or _is_null(canary_entry[1]):
@@ -259,7 +264,7 @@ def _is_null(node: yaml.Node) -> bool:
 
 def _end(node: yaml.Node) -> int:
     """Where a node's own text ends (a block collection's end mark lies past trailing lines)."""
-    if isinstance(node, yaml.ScalarNode) or node.flow_style or not node.value:
+    if not isinstance(node, yaml.CollectionNode) or node.flow_style or not node.value:
         return node.end_mark.index
     last = node.value[-1]
     if isinstance(node, yaml.MappingNode):
@@ -289,7 +294,7 @@ def _replace_value(text: str, entry: tuple[yaml.Node, yaml.Node], new: str) -> E
     return value.start_mark.index, _end(value), new
 
 
-def _remove(text: str, mapping: yaml.Node, key: str) -> Edit:
+def _remove(text: str, mapping: yaml.MappingNode, key: str) -> Edit:
     pairs = mapping.value
     index = next(i for i, (k, _) in enumerate(pairs) if str(k.value) == key)
     k, v = pairs[index]
@@ -305,7 +310,7 @@ def _remove(text: str, mapping: yaml.Node, key: str) -> Edit:
     return start, _line_end(text, _end(v)), ""
 
 
-def _insert(text: str, mapping: yaml.Node, key: str, value: str, nl: str) -> Edit:
+def _insert(text: str, mapping: yaml.MappingNode, key: str, value: str, nl: str) -> Edit:
     pairs = mapping.value
     if mapping.flow_style or not pairs:
         if not mapping.flow_style:

@@ -126,7 +126,7 @@ def generate_key(algorithm: str = "ES256", kid: str | None = None) -> tuple[str,
         private = ed25519.Ed25519PrivateKey.generate()
         jwk = OKPAlgorithm.to_jwk(private, as_dict=True)
     jwk.update(kid=kid, alg=algorithm, use="sig")
-    public = {k: jwk[k] for k in (*_PUBLIC_FIELDS, "kid", "alg", "use") if k in jwk}
+    public: dict[str, Any] = {k: jwk[k] for k in (*_PUBLIC_FIELDS, "kid", "alg", "use") if k in jwk}
     return json.dumps(jwk, indent=2, sort_keys=True) + "\n", public
 
 

@@ -398,19 +398,19 @@ def _validate(
     seen_cycles: set[tuple[str, ...]] = set()
     for start in lanes:
         path: list[str] = []
-        name: str | None = start
-        while name is not None and name != baseline and name in lanes:
-            if name in path:
-                cycle = tuple(path[path.index(name) :])
+        step: str | None = start
+        while step is not None and step != baseline and step in lanes:
+            if step in path:
+                cycle = tuple(path[path.index(step) :])
                 canon = tuple(sorted(cycle))
                 if canon not in seen_cycles:
                     seen_cycles.add(canon)
-                    shown = " -> ".join((*cycle, name))
+                    shown = " -> ".join((*cycle, step))
                     problems.append(f"lanes.{cycle[0]}.fallback: fallback cycle {shown}")
                 break
-            path.append(name)
-            lane = lanes[name]
-            name = None if lane.strict else (lane.fallback or baseline)
+            path.append(step)
+            lane = lanes[step]
+            step = None if lane.strict else (lane.fallback or baseline)
     for sname, svc in services.items():
         key = f"services.{sname}"
         if valid_lane(sname) != sname:

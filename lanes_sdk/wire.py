@@ -148,8 +148,9 @@ def _scan(header: str, key: str) -> str | None:
     return None
 
 
-def lane_from_baggage(values: Iterable[str | bytes], key: str = DEFAULT_BAGGAGE_KEY) -> str | None:
-    """The first valid ``key`` member across every ``baggage`` field line, in order."""
+def lane_from_baggage(values: Iterable[object], key: str = DEFAULT_BAGGAGE_KEY) -> str | None:
+    """The first valid ``key`` member across every ``baggage`` field line, in order (str or
+    bytes lines; anything else a carrier holds is skipped)."""
     for value in values:
         if type(value) is not str:  # the common case skips these checks
             if isinstance(value, bytes | bytearray):

@@ -45,7 +45,7 @@ from lanes_sdk.wire import DEFAULT_BAGGAGE_KEY, DEFAULT_BASELINE, DEFAULT_HEADER
 
 __all__ = ["Controller", "ControllerOptions"]
 
-log = logging.getLogger("traffic_lanes.controller")
+log = logging.getLogger("lanes.controller")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,7 +172,7 @@ class Controller:
     # -- change intake (informer threads) ---------------------------------------------------
 
     def _leadership(self, leading: bool) -> None:
-        self.metrics.set("traffic_lanes_leader", 1.0 if leading else 0.0)
+        self.metrics.set("lanes_controller_leader", 1.0 if leading else 0.0)
         if leading:
             with self._cond:
                 self._full = True
@@ -311,8 +311,8 @@ class Controller:
                 changed = self._reconcile_hosts(ns, model, ns_hosts, objs)
             if ns in dirty_ns or ns in status_ns or changed:
                 self._update_statuses(ns, model, objs)
-        self.metrics.inc("traffic_lanes_reconcile_seconds_total", time.process_time() - started)
-        self.metrics.set("traffic_lanes_conflicts", float(len(self._conflicts)))
+        self.metrics.inc("lanes_controller_reconcile_seconds_total", time.process_time() - started)
+        self.metrics.set("lanes_controller_conflicts", float(len(self._conflicts)))
         with self._cond:
             if self._failed:
                 if self._retry_at is None:
@@ -376,11 +376,11 @@ class Controller:
             (self._failed.discard if ok else self._failed.add)(key)
             changed |= before != (self._conflicts.get(key, ()), key in self._failed)
             self.metrics.inc(
-                "traffic_lanes_reconciles_total",
+                "lanes_controller_reconciles_total",
                 result="conflict" if conflicts else ("ok" if ok else "error"),
             )
         self.metrics.set(
-            "traffic_lanes_hosts",
+            "lanes_controller_hosts",
             float(sum(1 for o in self.informers["VirtualService"].items() if is_ours(o))),
         )
         return changed
@@ -446,7 +446,7 @@ class Controller:
                         if exc.status != 404:
                             raise
                     inf.forget((action.namespace, action.name))
-                self.metrics.inc("traffic_lanes_writes_total", verb=action.verb, kind=action.kind)
+                self.metrics.inc("lanes_controller_writes_total", verb=action.verb, kind=action.kind)
                 log.info(
                     "%s %s %s/%s (%s)",
                     action.verb,
@@ -531,7 +531,7 @@ class Controller:
                 raise _NotLeader
             try:
                 self.kube.patch_status(res, ns, name, patch)
-                self.metrics.inc("traffic_lanes_writes_total", verb="status", kind=res.kind)
+                self.metrics.inc("lanes_controller_writes_total", verb="status", kind=res.kind)
             except ApiError as exc:
                 if exc.status != 404:
                     log.warning("status of %s %s/%s: %s", res.kind, ns, name, exc)

@@ -19,7 +19,7 @@ from lane_router._controller._kube import ApiError, Kube, Resource, Watch
 
 __all__ = ["Backoff", "Informer", "Key"]
 
-log = logging.getLogger("traffic_lanes.controller")
+log = logging.getLogger("lanes.controller")
 
 Key = tuple[str, str]  # (namespace, name)
 OnChange = Callable[[Resource, "dict[str, Any] | None", "dict[str, Any] | None"], None]
@@ -97,7 +97,7 @@ class Informer:
 
     def _wait(self, reason: str) -> None:
         self._metrics.inc(
-            "traffic_lanes_watch_restarts_total", resource=self.res.plural, reason=reason
+            "lanes_controller_watch_restarts_total", resource=self.res.plural, reason=reason
         )
         self._stop.wait(self._backoff.next())
 
@@ -116,7 +116,7 @@ class Informer:
                 if exc.status == 410:
                     log.info("%s: resourceVersion expired, relisting", self.res.plural)
                     self._metrics.inc(
-                        "traffic_lanes_watch_restarts_total",
+                        "lanes_controller_watch_restarts_total",
                         resource=self.res.plural,
                         reason="gone",
                     )

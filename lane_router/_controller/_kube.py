@@ -94,6 +94,17 @@ class ApiError(Exception):
         self.message = message
 
 
+def _raw_json(resp: Any) -> Any:
+    """The JSON of a ``_preload_content=False`` response (a urllib3 response, whatever the
+    client's annotations say: its model classes are skipped for speed)."""
+    return json.loads(resp.data)
+
+
+def _model(cls: Any, body: Mapping[str, Any]) -> Any:
+    """A client model object from a plain dict (never None for a dict)."""
+    return cls.from_dict(dict(body))
+
+
 def _error(exc: Exception) -> ApiError:
     if isinstance(exc, ApiException):
         message, reason = "", exc.reason or ""
@@ -183,7 +194,7 @@ class Kube:
         """Every object and the list's resourceVersion (to start a watch from)."""
         try:
             resp = self._list_call(res, namespace, _request_timeout=self._timeout)
-            body = json.loads(resp.data)
+            body = _raw_json(resp)
         except Exception as exc:
             raise _error(exc) from exc
         items = body.get("items") or []
@@ -230,7 +241,7 @@ class Kube:
                 _preload_content=False,
                 _request_timeout=self._timeout,
             )
-            return json.loads(resp.data)
+            return _raw_json(resp)
         except Exception as exc:
             raise _error(exc) from exc
 
@@ -259,7 +270,7 @@ class Kube:
     def delete(
         self, res: Resource, namespace: str, name: str, *, resource_version: str | None
     ) -> None:
-        body = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        body: Any = {"apiVersion": "v1", "kind": "DeleteOptions"}
         if resource_version:
             body["preconditions"] = {"resourceVersion": resource_version}
         if not res.group:
@@ -314,7 +325,7 @@ class Kube:
         try:
             self._core.create_namespaced_event(
                 namespace,
-                client.CoreV1Event.from_dict(dict(body)),
+                _model(client.CoreV1Event, body),
                 _preload_content=False,
                 _request_timeout=self._timeout,
             )
@@ -328,7 +339,7 @@ class Kube:
             resp = self._coord.read_namespaced_lease(
                 name, namespace, _preload_content=False, _request_timeout=self._timeout
             )
-            return json.loads(resp.data)
+            return _raw_json(resp)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -340,11 +351,11 @@ class Kube:
         try:
             resp = self._coord.create_namespaced_lease(
                 namespace,
-                client.V1Lease.from_dict(dict(body)),
+                _model(client.V1Lease, body),
                 _preload_content=False,
                 _request_timeout=self._timeout,
             )
-            return json.loads(resp.data)
+            return _raw_json(resp)
         except Exception as exc:
             raise _error(exc) from exc
 
@@ -353,10 +364,10 @@ class Kube:
             resp = self._coord.replace_namespaced_lease(
                 name,
                 namespace,
-                client.V1Lease.from_dict(dict(body)),
+                _model(client.V1Lease, body),
                 _preload_content=False,
                 _request_timeout=self._timeout,
             )
-            return json.loads(resp.data)
+            return _raw_json(resp)
         except Exception as exc:
             raise _error(exc) from exc

@@ -20,7 +20,7 @@ from lane_router._controller._model import parse_time
 
 __all__ = ["LeaderElector"]
 
-log = logging.getLogger("traffic_lanes.controller")
+log = logging.getLogger("lanes.controller")
 
 
 def _micro(t: datetime) -> str:

@@ -10,13 +10,13 @@ from typing import Any
 __all__ = ["Metrics", "MetricsServer"]
 
 _HELP = {
-    "traffic_lanes_reconciles_total": ("counter", "Host reconciles by result."),
-    "traffic_lanes_writes_total": ("counter", "API writes by verb and kind."),
-    "traffic_lanes_watch_restarts_total": ("counter", "Watch restarts by resource and reason."),
-    "traffic_lanes_conflicts": ("gauge", "Hosts left alone because another owner routes them."),
-    "traffic_lanes_leader": ("gauge", "1 while this replica holds the lease."),
-    "traffic_lanes_hosts": ("gauge", "Hosts routed by the controller."),
-    "traffic_lanes_reconcile_seconds_total": ("counter", "Time spent reconciling."),
+    "lanes_controller_reconciles_total": ("counter", "Host reconciles by result."),
+    "lanes_controller_writes_total": ("counter", "API writes by verb and kind."),
+    "lanes_controller_watch_restarts_total": ("counter", "Watch restarts by resource and reason."),
+    "lanes_controller_conflicts": ("gauge", "Hosts left alone because another owner routes them."),
+    "lanes_controller_leader": ("gauge", "1 while this replica holds the lease."),
+    "lanes_controller_hosts": ("gauge", "Hosts routed by the controller."),
+    "lanes_controller_reconcile_seconds_total": ("counter", "Time spent reconciling."),
 }
 
 

@@ -147,14 +147,14 @@ def build_namespace(
         infos[name] = LaneInfo(name, live=True, expires_at=expires_at)
 
     # Skip expired lanes in fallback chains (bounded: a cycle of expired lanes ends at baseline).
-    for name, lane in list(declared.items()):
-        fb, hops = lane.fallback, 0
+    for name, decl in list(declared.items()):
+        fb, hops = decl.fallback, 0
         while fb in expired and hops <= len(expired):
             fb, hops = expired[fb], hops + 1
         if fb in expired:
             fb = None
-        if fb != lane.fallback:
-            declared[name] = Lane(name, fb, lane.strict, lane.description)
+        if fb != decl.fallback:
+            declared[name] = Lane(name, fb, decl.strict, decl.description)
 
     ports: dict[str, int] = {}
     for svc in services:

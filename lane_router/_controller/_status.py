@@ -11,8 +11,8 @@ from lane_router._controller._model import NamespaceModel
 __all__ = ["canary_status", "lane_status", "status_patch"]
 
 
-def _ts(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+def _ts(t: datetime | None) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ") if t is not None else "an unknown time"
 
 
 def _condition(
@@ -66,7 +66,7 @@ def lane_status(
             False,
             "Expired",
             f"the lane's ttl ran out at {_ts(info.expires_at)}; its routes are removed",
-        )  # type: ignore[arg-type]
+        )
     elif info.problem:
         ready = (False, "InvalidSpec", info.problem)
     elif lane_conflicts:

@@ -51,6 +51,7 @@ class Downstream:
 
     async def call(self, service: str) -> list[dict[str, Any]]:
         """The hops behind ``service``; a failed call is one hop with no lane and its status."""
+        kwargs: dict[str, Any]
         if self.mode == "proxy":
             url, kwargs = f"http://{service}/", {"proxy": f"http://{self.address}"}
         else:

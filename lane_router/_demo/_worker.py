@@ -49,7 +49,7 @@ async def _serve(spec: dict[str, Any]) -> None:
 
     def on_stdin() -> None:
         try:
-            data = sys.stdin.buffer.raw.read(4096)  # type: ignore[attr-defined]
+            data = sys.stdin.buffer.raw.read(4096)  # type: ignore[union-attr]
         except OSError:
             data = b""
         if not data:

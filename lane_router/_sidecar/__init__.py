@@ -44,7 +44,7 @@ def run(config: SidecarConfig) -> int:
     try:
         import uvloop
 
-        factory = uvloop.new_event_loop
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
         factory = asyncio.new_event_loop
     try:
@@ -54,6 +54,6 @@ def run(config: SidecarConfig) -> int:
         print(f"lanes sidecar: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        logging.getLogger("lane_router.sidecar").error("cannot listen: %s", exc)
+        logging.getLogger("lanes.sidecar").error("cannot listen: %s", exc)
         print(f"lanes sidecar: cannot listen: {exc}", file=sys.stderr)
         return 1

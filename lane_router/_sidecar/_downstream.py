@@ -43,7 +43,7 @@ from lane_router._sidecar._ports import Proxy
 
 __all__ = ["ClientConnection"]
 
-log = logging.getLogger("lane_router.sidecar")
+log = logging.getLogger("lanes.sidecar")
 
 K_IDLE = 0  # waiting for a request: close quietly at the deadline
 K_HEAD = 1  # a request head is arriving: 408 at the deadline (slowloris)

@@ -35,7 +35,7 @@ __all__ = [
     "token_from",
 ]
 
-log = logging.getLogger("lane_router.sidecar")
+log = logging.getLogger("lanes.sidecar")
 
 OUTCOMES: Final = ("valid", "expired", "invalid", "absent")
 # Header kinds only an edge's table maps (``Edge.install``); all >= H_EDGE, so the request path

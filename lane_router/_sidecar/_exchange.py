@@ -27,7 +27,7 @@ from lane_router._sidecar._upstream import UpstreamConnection
 
 __all__ = ["Exchange"]
 
-log = logging.getLogger("lane_router.sidecar")
+log = logging.getLogger("lanes.sidecar")
 
 PENDING_LIMIT = 256 * 1024
 _CLOSE = b"connection: close\r\n"

@@ -24,7 +24,7 @@ from lane_router._topology import TopologyError
 
 __all__ = ["Sidecar"]
 
-log = logging.getLogger("lane_router.sidecar")
+log = logging.getLogger("lanes.sidecar")
 
 
 def _finite(value: float) -> float:

@@ -301,7 +301,7 @@ def _virtual_host(topology: Topology, service: str) -> dict[str, Any]:
                 partial(_lane_match, topology, lane),
                 ((res.candidates, 100),),
             )
-    baseline_target = ((default.candidates, 100),)
+    baseline_target: tuple[tuple[tuple[str, ...], int], ...] = ((default.candidates, 100),)
     if canary is not None:
         # Past the lane routes only baseline requests remain: no lane, an invalid one (the Lua
         # filter removed it) or an undeclared one. Content matches first, then the weight.

@@ -234,5 +234,5 @@ def test_without_the_canary_crd_lanes_still_route(double, start_controller) -> N
         what="the canary seen once the kind is served",
     )
     assert ctl.metrics.get(
-        "traffic_lanes_watch_restarts_total", resource="trafficcanaries", reason="absent"
+        "lanes_controller_watch_restarts_total", resource="trafficcanaries", reason="absent"
     )

@@ -190,7 +190,7 @@ def test_one_deployment_change_writes_only_that_host(double, start_controller) -
     double.wait_for(lambda: converged(double, NS), what="initial routes")
     settle(double, ctl)
     start = len(double.log)
-    rendered = ctl.metrics.get("traffic_lanes_reconciles_total", result="ok")
+    rendered = ctl.metrics.get("lanes_controller_reconciles_total", result="ok")
     double.put(deployment("svc-07", "feature-b"))
     double.wait_for(
         lambda: "feature-b" in routed_subsets(double.get("VirtualService", NS, "svc-07")),
@@ -201,7 +201,7 @@ def test_one_deployment_change_writes_only_that_host(double, start_controller) -
     assert written == {("DestinationRule", "svc-07"), ("VirtualService", "svc-07")}
     # Not even re-rendered: the other hosts' inputs did not change (the lane status write that
     # follows is not a spec change either). svc-07 itself runs again for its own write echoes.
-    assert ctl.metrics.get("traffic_lanes_reconciles_total", result="ok") - rendered <= 4
+    assert ctl.metrics.get("lanes_controller_reconciles_total", result="ok") - rendered <= 4
     reads = [
         e for e in double.log[start:] if e.method == "GET" and not e.watch and e.kind != "Lease"
     ]

@@ -34,7 +34,7 @@ def test_dropped_watches_410_500s_and_restarts_lose_nothing(double, start_contro
     double.remove("Deployment", NS, f"{names[0]}-feature-a")
     double.wait_for(lambda: converged(double, NS), what="convergence after 410 Gone")
     gone = ctl.metrics.get(
-        "traffic_lanes_watch_restarts_total", resource="deployments", reason="gone"
+        "lanes_controller_watch_restarts_total", resource="deployments", reason="gone"
     )
     assert gone >= 1
 

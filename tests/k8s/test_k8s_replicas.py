@@ -167,8 +167,8 @@ def test_lanes_controller_command_serves_health_and_metrics(double, tmp_path) ->
             assert r.status == 200
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             text = r.read().decode()
-        assert "traffic_lanes_leader 1" in text
-        assert 'traffic_lanes_writes_total{kind="VirtualService",verb="apply"} 2' in text
+        assert "lanes_controller_leader 1" in text
+        assert 'lanes_controller_writes_total{kind="VirtualService",verb="apply"} 2' in text
         assert any("(cli)" in e.agent for e in double.log)
     finally:
         proc.send_signal(signal.SIGTERM)
