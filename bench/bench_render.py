@@ -18,7 +18,8 @@ import argparse
 import random
 import time
 
-from lane_router import Canary, ContentMatch, Lane, Service, Topology, dump_yaml, render
+from lane_router import Canary, ContentMatch, Lane, Service, Topology, dump_yaml
+from lane_router.render import render
 
 
 def build(n_services: int, n_lanes: int, *, seed: int = 7, canary: bool = False) -> Topology:

@@ -1,8 +1,10 @@
 """lane_router: one lane routing semantics for Istio, Envoy, Gateway API and the sidecar.
 
 The public API: the model (:class:`Topology` and its parts), the ``lanes.yaml`` loader, and the
-renderers (also as :mod:`lane_router.render`). The renderers load on first use, so a data plane
-that only needs the model (the sidecar) never imports them.
+renderers of each format (also in :mod:`lane_router.render`, with the ``render(topology, fmt)``
+dispatch: ``lane_router.render`` is that package, so the dispatch is not a top-level name). The
+renderers load on first use, so a data plane that only needs the model (the sidecar) never
+imports them.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ if TYPE_CHECKING:
     from lane_router.render import (
         FORMATS,
         dump_yaml,
-        render,
         render_envoy,
         render_envoy_xds,
         render_gateway_api,
@@ -58,7 +59,6 @@ __all__ = [
     "loads_topology",
     "parse_canary",
     "parse_endpoint",
-    "render",
     "render_envoy",
     "render_envoy_xds",
     "render_gateway_api",
@@ -72,7 +72,6 @@ _FROM_RENDER = frozenset(
     {
         "FORMATS",
         "dump_yaml",
-        "render",
         "render_envoy",
         "render_envoy_xds",
         "render_gateway_api",

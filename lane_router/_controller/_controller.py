@@ -446,7 +446,9 @@ class Controller:
                         if exc.status != 404:
                             raise
                     inf.forget((action.namespace, action.name))
-                self.metrics.inc("lanes_controller_writes_total", verb=action.verb, kind=action.kind)
+                self.metrics.inc(
+                    "lanes_controller_writes_total", verb=action.verb, kind=action.kind
+                )
                 log.info(
                     "%s %s %s/%s (%s)",
                     action.verb,
