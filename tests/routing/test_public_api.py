@@ -1,0 +1,29 @@
+"""The public API: every exported name resolves, and the sidecar never loads a renderer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import lane_router
+import lane_router.render
+
+
+def test_every_exported_name_resolves() -> None:
+    for module in (lane_router, lane_router.render):
+        missing = [n for n in module.__all__ if getattr(module, n, None) is None]
+        assert not missing, f"{module.__name__}: {missing}"
+    # The dispatch lives in the package; the top-level name is the package itself.
+    assert callable(lane_router.render.render)
+
+
+def test_the_sidecar_imports_no_renderer() -> None:
+    code = (
+        "import sys, lane_router._sidecar, lane_router\n"
+        "lane_router.load_topology\n"
+        "print(sorted(m for m in sys.modules if m.startswith('lane_router.render')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
