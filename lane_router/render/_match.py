@@ -13,7 +13,7 @@ import re
 
 from lanes_sdk.wire import LANE_PATTERN
 
-__all__ = ["VALID_LANE_REGEX", "baggage_regex"]
+__all__ = ["VALID_LANE_REGEX", "baggage_regex", "baggage_regex_of"]
 
 # design.md: a valid x-lane decides; an invalid or empty one is ignored. Data planes guard baggage
 # routes with "x-lane does not hold a valid lane name". Envoy and Istio trim OWS from values.
@@ -24,7 +24,10 @@ _OWS = r"[ \t]*"
 
 def baggage_regex(key: str, lane: str) -> str:
     """RE2 full-match regex for a ``baggage`` value holding member ``key=lane``."""
-    return (
-        rf"(?:.*,)?{_OWS}{re.escape(key)}{_OWS}={_OWS}{re.escape(lane)}{_OWS}"
-        rf"(?:;[^,]*)?(?:,.*)?"
-    )
+    return baggage_regex_of(key, re.escape(lane))
+
+
+def baggage_regex_of(key: str, lanes: str) -> str:
+    """The same for a member whose value matches the RE2 pattern ``lanes`` (a group such as
+    ``(?:a|b)``: several lanes in one regex)."""
+    return rf"(?:.*,)?{_OWS}{re.escape(key)}{_OWS}={_OWS}{lanes}{_OWS}(?:;[^,]*)?(?:,.*)?"

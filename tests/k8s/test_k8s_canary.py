@@ -55,7 +55,7 @@ def _since(double, start: int) -> list[tuple[str, str, str]]:
 
 def _lane_routes(double, host: str) -> list[dict[str, Any]]:
     vs = double.get("VirtualService", NS, host)
-    return [r for r in vs["spec"]["http"] if r["name"].startswith("lane-")]
+    return [r for r in vs["spec"]["http"] if r["name"].startswith(("lane-", "baseline-lanes-"))]
 
 
 def test_canary_lifecycle_subset_first_one_vs_per_step_routes_leave_first(
@@ -87,14 +87,15 @@ def test_canary_lifecycle_subset_first_one_vs_per_step_routes_leave_first(
     assert subset in routed_subsets(vs)
     assert _weights(vs, subset) == {10}
     # Lane traffic is never diverted: feature-a keeps its version, feature-b (baseline-served)
-    # now has routes of its own to the baseline, ahead of the canary's.
+    # now goes to the baseline by the route pair of the baseline-served lanes, ahead of the
+    # canary's.
     lane_routes = _lane_routes(double, "reviews")
     assert [r for r in lane_routes if "feature-a" in r["name"]] == lanes_before
     assert {r["name"]: r["route"][0]["destination"]["subset"] for r in lane_routes} == {
         "lane-feature-a-header": "feature-a",
         "lane-feature-a-baggage": "feature-a",
-        "lane-feature-b-header": "baseline",
-        "lane-feature-b-baggage": "baseline",
+        "baseline-lanes-header": "baseline",
+        "baseline-lanes-baggage": "baseline",
     }
     names = [r["name"] for r in vs["spec"]["http"]]
     assert max(names.index(r["name"]) for r in lane_routes) < len(lane_routes)

@@ -10,7 +10,7 @@ from canary_corpus import canary_requests, predict, topology
 from k8s_schemas import istio_validator
 from routing_eval import istio_outcome
 
-from lane_router import loads_topology
+from lane_router import Canary, Lane, Service, Topology, loads_topology
 from lane_router.render.istio import istio_http_routes, render_istio, render_istio_host
 
 TOPO = topology()
@@ -139,10 +139,21 @@ def test_content_matches_always_win_over_the_weight() -> None:
 
 
 def test_lane_routes_come_before_canary_routes_and_cover_baseline_served_lanes() -> None:
-    names = [r["name"] for r in istio_http_routes(TOPO, "reviews")]
-    # feature-c and idle are served by the baseline: explicit routes, or the canary takes them.
+    routes = istio_http_routes(TOPO, "reviews")
+    names = [r["name"] for r in routes]
+    # feature-c and idle are served by the baseline: one route pair for both sends them to the
+    # baseline subset, ahead of the canary (or the canary takes them); the others have their own.
+    table = TOPO.routes["reviews"]
+    grouped = [lane for lane in TOPO.lanes if table[lane].serving == TOPO.baseline]
+    assert grouped == ["feature-c", "idle"]
     for lane in TOPO.lanes:
-        assert f"lane-{lane}-header" in names and f"lane-{lane}-baggage" in names
+        own = f"lane-{lane}-header" in names and f"lane-{lane}-baggage" in names
+        assert own == (lane not in grouped), lane
+    by_name = {r["name"]: r for r in routes}
+    pair = [by_name["baseline-lanes-header"], by_name["baseline-lanes-baggage"]]
+    assert pair[0]["match"] == [{"headers": {"x-lane": {"regex": "(?:feature-c|idle)"}}}]
+    assert all(r["route"] == [{"destination": pair[0]["route"][0]["destination"]}] for r in pair)
+    assert pair[0]["route"][0]["destination"]["subset"] == TOPO.baseline
     assert names[-2:] == ["canary-v2-match", "baseline"]
     first_baggage = next(i for i, n in enumerate(names) if n.endswith("-baggage"))
     assert all(n.endswith("-header") for n in names[:first_baggage])
@@ -166,3 +177,31 @@ def test_weight_0_without_matches_routes_as_if_there_were_no_canary() -> None:
         " canary: {version: v2, weight: 0}}}\n"
     )
     assert istio_http_routes(without, "web") == istio_http_routes(with_zero, "web")
+
+
+def test_many_baseline_served_lanes_share_one_route_pair_under_istios_regex_limit() -> None:
+    # 60 long lane names served by the baseline: the pair's regexes need several chunks.
+    lanes = [Lane(f"team-{i:02d}-" + "x" * 40) for i in range(60)]
+    canary = Canary("v2", weight=10)
+    svc = Service("cart", {"baseline": (), "v2": (), lanes[0].name: ()}, canary=canary)
+    topo = Topology.build(lanes=lanes, services=[svc])
+    _, vs = render_istio_host(topo, "cart")
+    assert not _errors(vs)
+    routes = {r["name"]: r for r in vs["spec"]["http"]}
+    pair = routes["baseline-lanes-header"], routes["baseline-lanes-baggage"]
+    assert len(pair[0]["match"]) == len(pair[1]["match"]) > 1
+    regexes = [
+        m["headers"][h]["regex"]
+        for r, h in zip(pair, ("x-lane", "baggage"), strict=True)
+        for m in r["match"]
+    ]
+    assert max(len(r) for r in regexes) <= 1024
+    assert len(vs["spec"]["http"]) == 5  # own lane pair, baseline pair, weighted default
+    for lane in lanes:
+        want = lane.name if lane is lanes[0] else "baseline"
+        for headers in ([("x-lane", lane.name)], [("baggage", f"k=v, lane={lane.name};p=1")]):
+            got = istio_outcome(vs["spec"], headers)
+            assert (got.kind, got.subset) == ("route", want), (headers, got)
+    # A prefix of a lane name is no lane: baseline traffic, which the canary may take.
+    got = istio_outcome(vs["spec"], [("x-lane", "team-01")])
+    assert got.split == (("baseline", 90), ("v2", 10))
