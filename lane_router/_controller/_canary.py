@@ -81,6 +81,9 @@ def pick_canaries(
     for obj in sorted(objs, key=_order):
         name = obj["metadata"]["name"]
         spec = obj.get("spec") or {}
+        if not isinstance(spec, Mapping):
+            infos[name] = CanaryInfo(name, "", "", False, INVALID, "spec: must be a mapping")
+            continue
         service = spec.get("service")
         version = spec.get("version")
         problems: list[str] = []

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from lane_router._controller._canary import INVALID
 from lane_router._controller._desired import desired_host
 from lane_router._controller._informer import Backoff, Informer, Key
 from lane_router._controller._kube import (
@@ -90,6 +91,8 @@ class Controller:
         self._conflicts: dict[Key, tuple[str, ...]] = {}
         self._failed: set[Key] = set()
         self._evented: set[str] = set()
+        # (kind, namespace, name, message) of bad TrafficLanes/TrafficCanaries already evented
+        self._spec_evented: set[tuple[str, str, str, str]] = set()
         self._models: dict[str, NamespaceModel] = {}  # reused while lanes/Deployments/Services stay
         self.informers = {
             r.kind: Informer(
@@ -194,7 +197,8 @@ class Controller:
                 elif res is TRAFFICCANARIES:
                     if old is not None and new is not None and old.get("spec") == new.get("spec"):
                         break
-                    svc = (obj.get("spec") or {}).get("service")
+                    spec = obj.get("spec")
+                    svc = spec.get("service") if isinstance(spec, dict) else None
                     if isinstance(svc, str):
                         self._dirty_hosts.add((ns, svc))
                     self._status_ns.add(ns)
@@ -288,39 +292,62 @@ class Controller:
         targets: dict[str, set[str]] = defaultdict(set)
         for ns, host in hosts:
             targets[ns].add(host)
+        broken = False
         for ns in sorted(set(targets) | dirty_ns | status_ns):
-            objs = by_ns.get(ns, {})
-            model = self._models.get(ns)
-            if model is None or ns in dirty_ns or ns in status_ns:
-                model = self._models[ns] = self._model(ns, objs)
-            if model.next_expiry is not None:
+            try:
+                self._pass_namespace(
+                    ns, by_ns.get(ns, {}), targets.get(ns, set()), ns in dirty_ns, ns in status_ns
+                )
+            except _NotLeader:
+                raise
+            except Exception:  # a bug or an object nobody foresaw: this namespace only
+                log.exception("reconcile of namespace %s failed; retrying it later", ns)
+                broken = True
                 with self._cond:
-                    self._expiry[ns] = model.next_expiry
-            ns_hosts = set(targets.get(ns, ()))
-            if ns in dirty_ns:
-                ns_hosts |= set(model.topology.services if model.topology else ())
-                ns_hosts |= {
-                    o["metadata"]["name"]
-                    for k in ("VirtualService", "DestinationRule")
-                    for o in objs.get(k, ())
-                    if is_ours(o)
-                }
-            if self.options.data_plane == "sidecar":
-                changed = self._reconcile_sidecar(ns, model, ns_hosts, objs)
-            else:
-                changed = self._reconcile_hosts(ns, model, ns_hosts, objs)
-            if ns in dirty_ns or ns in status_ns or changed:
-                self._update_statuses(ns, model, objs)
+                    self._dirty_ns.add(ns)
+                    self._retry_at = time.monotonic() + self._retry_backoff.next()
         self.metrics.inc("lanes_controller_reconcile_seconds_total", time.process_time() - started)
         self.metrics.set("lanes_controller_conflicts", float(len(self._conflicts)))
         with self._cond:
-            if self._failed:
+            if broken:
+                pass  # the retry is scheduled; keep the backoff growing
+            elif self._failed:
                 if self._retry_at is None:
                     self._retry_at = time.monotonic() + self._retry_backoff.next()
             else:
                 self._retry_backoff.reset()
             self.passes += 1
             self._cond.notify_all()
+
+    def _pass_namespace(
+        self,
+        ns: str,
+        objs: Mapping[str, list[dict[str, Any]]],
+        targets: set[str],
+        dirty: bool,
+        status: bool,
+    ) -> None:
+        model = self._models.get(ns)
+        if model is None or dirty or status:
+            model = self._models[ns] = self._model(ns, objs)
+        if model.next_expiry is not None:
+            with self._cond:
+                self._expiry[ns] = model.next_expiry
+        ns_hosts = set(targets)
+        if dirty:
+            ns_hosts |= set(model.topology.services if model.topology else ())
+            ns_hosts |= {
+                o["metadata"]["name"]
+                for k in ("VirtualService", "DestinationRule")
+                for o in objs.get(k, ())
+                if is_ours(o)
+            }
+        if self.options.data_plane == "sidecar":
+            changed = self._reconcile_sidecar(ns, model, ns_hosts, objs)
+        else:
+            changed = self._reconcile_hosts(ns, model, ns_hosts, objs)
+        if dirty or status or changed:
+            self._update_statuses(ns, model, objs)
 
     def _model(self, ns: str, objs: Mapping[str, list[dict[str, Any]]]) -> NamespaceModel:
         return build_namespace(
@@ -482,34 +509,62 @@ class Controller:
             kind, _, ref = c.partition(" ")
             name = ref.split("/", 1)[-1].split(" ", 1)[0]
             res = RESOURCES.get(kind, VIRTUALSERVICES)
-            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            body = {
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": {"generateName": f"{name}.", "namespace": ns},
-                "involvedObject": {
-                    "apiVersion": res.api_version,
-                    "kind": kind,
-                    "namespace": ns,
-                    "name": name,
-                },
-                "reason": "ManagedByOther",
-                "message": (
-                    f"traffic-lanes leaves host {host} alone: {c} lacks {MANAGED_BY_SELECTOR}"
-                ),
-                "type": "Warning",
-                "source": {"component": "traffic-lanes"},
-                "reportingComponent": "traffic-lanes",
-                "reportingInstance": self.options.identity,
-                "firstTimestamp": now,
-                "lastTimestamp": now,
-                "count": 1,
-            }
-            try:
-                self.kube.create_event(ns, body)
+            message = f"traffic-lanes leaves host {host} alone: {c} lacks {MANAGED_BY_SELECTOR}"
+            if self._event(ns, res, kind, name, "ManagedByOther", message):
                 self._evented.add(c)
-            except ApiError as exc:
-                log.warning("event for %s not recorded: %s", c, exc)
+
+    def _report_invalid(self, ns: str, model: NamespaceModel) -> None:
+        """One Warning Event per TrafficLane/TrafficCanary the controller cannot use (again when
+        its problem changes), besides its status: ``kubectl get events`` shows it too."""
+        bad = {
+            ("TrafficLane", ns, name, info.problem)
+            for name, info in model.lanes.items()
+            if info.problem
+        } | {
+            ("TrafficCanary", ns, name, info.message)
+            for name, info in model.canaries.items()
+            if info.reason == INVALID
+        }
+        for key in [k for k in self._spec_evented if k[1] == ns and k not in bad]:
+            self._spec_evented.discard(key)  # fixed or gone: report again if it comes back
+        for key in sorted(bad - self._spec_evented):
+            kind, _, name, problem = key
+            res = TRAFFICLANES if kind == "TrafficLane" else TRAFFICCANARIES
+            message = f"{kind} {ns}/{name} is not used: {problem}"
+            if self._event(ns, res, kind, name, "InvalidSpec", message):
+                self._spec_evented.add(key)
+
+    def _event(
+        self, ns: str, res: Resource, kind: str, name: str, reason: str, message: str
+    ) -> bool:
+        """Record a Warning Event about one object; False (logged) when the API refuses it."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{name}.", "namespace": ns},
+            "involvedObject": {
+                "apiVersion": res.api_version,
+                "kind": kind,
+                "namespace": ns,
+                "name": name,
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning",
+            "source": {"component": "traffic-lanes"},
+            "reportingComponent": "traffic-lanes",
+            "reportingInstance": self.options.identity,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.kube.create_event(ns, body)
+        except ApiError as exc:
+            log.warning("event for %s %s/%s not recorded: %s", kind, ns, name, exc)
+            return False
+        return True
 
     def _update_statuses(
         self, ns: str, model: NamespaceModel, objs: Mapping[str, list[dict[str, Any]]]
@@ -519,6 +574,7 @@ class Controller:
         for c in [c for c in self._evented if c.split(" ", 1)[-1].startswith(f"{ns}/")]:
             if not any(c in cs for cs in conflicts.values()):
                 self._evented.discard(c)  # resolved: report again if it comes back
+        self._report_invalid(ns, model)
         now = datetime.now(UTC)
         for res, make in ((TRAFFICLANES, lane_status), (TRAFFICCANARIES, canary_status)):
             for obj in objs.get(res.kind, ()):

@@ -45,12 +45,16 @@ __all__ = [
 
 _TTL_RE = re.compile(r"([0-9]+)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# The CRD bounds spec.ttl to 32 characters; the code also caps the duration, so expiry dates stay
+# in range (a ttl of 3000000d overflowed the date arithmetic and stopped every reconcile).
+MAX_TTL = timedelta(days=365)
+MAX_TTL_LENGTH = 32
 _LANE_KEY_RE = re.compile(r"lanes\.([^.\s:(]+)")
 
 
 def parse_ttl(text: Any) -> timedelta | None:
-    """``90m``, ``36h``, ``7d``, ``1h30m``; ``None`` for anything else."""
-    if not isinstance(text, str) or not text:
+    """``90m``, ``36h``, ``7d``, ``1h30m`` up to :data:`MAX_TTL`; ``None`` for anything else."""
+    if not isinstance(text, str) or not text or len(text) > MAX_TTL_LENGTH:
         return None
     pos, total = 0, 0
     for m in _TTL_RE.finditer(text):
@@ -58,7 +62,9 @@ def parse_ttl(text: Any) -> timedelta | None:
             return None
         total += int(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
-    return timedelta(seconds=total) if pos == len(text) else None
+    if pos != len(text) or total > MAX_TTL.total_seconds():
+        return None
+    return timedelta(seconds=total)
 
 
 def parse_time(text: Any) -> datetime | None:
@@ -72,11 +78,18 @@ def parse_time(text: Any) -> datetime | None:
 
 
 def lane_expiry(obj: Mapping[str, Any]) -> datetime | None:
-    ttl = parse_ttl((obj.get("spec") or {}).get("ttl"))
-    created = parse_time(obj.get("metadata", {}).get("creationTimestamp"))
-    if ttl is None or created is None:
+    """When the lane expires; None without a ttl. Raises ValueError for a ttl out of bounds."""
+    text = (obj.get("spec") or {}).get("ttl")
+    if text is None:
         return None
-    return created + ttl
+    ttl = parse_ttl(text)
+    if ttl is None:
+        raise ValueError(
+            f"spec.ttl: {str(text)[:40]!r} is not a duration of at most {MAX_TTL.days}d "
+            "(like 90m, 36h, 7d or 1h30m)"
+        )
+    created = parse_time(obj.get("metadata", {}).get("creationTimestamp"))
+    return created + ttl if created is not None else None
 
 
 def pod_labels(deployment: Mapping[str, Any]) -> Mapping[str, str]:
@@ -130,7 +143,13 @@ def build_namespace(
     for obj in lanes:
         name = obj["metadata"]["name"]
         spec = obj.get("spec") or {}
-        expires_at = lane_expiry(obj)
+        try:
+            if not isinstance(spec, Mapping):
+                raise ValueError("spec: must be a mapping")
+            expires_at = lane_expiry(obj)
+        except ValueError as exc:  # reported in this lane's status; the others go on
+            infos[name] = LaneInfo(name, live=False, problem=str(exc))
+            continue
         fallback = spec.get("fallback") or None
         if expires_at is not None and expires_at <= now:
             expired[name] = fallback

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from k8s_checks import converged, settle, violations
-from k8s_objects import NS, deployment, lane, service
+from k8s_objects import NS, canary, deployment, lane, service
 
 
 def _seed(double, n: int = 8) -> list[str]:
@@ -78,3 +78,59 @@ def test_dropped_watches_410_500s_and_restarts_lose_nothing(double, start_contro
             if d["metadata"]["labels"]["lane"] == name
         )
         assert st["services"] == want
+
+
+def _ready(double, kind: str, ns: str, name: str) -> dict:
+    obj = double.get(kind, ns, name) or {}
+    conds = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conds if c["type"] == "Ready"), {})
+
+
+def test_a_bad_lane_or_canary_is_reported_on_its_own_and_never_stops_the_others(
+    double, start_controller
+) -> None:
+    # "a-team" reconciles before "shop": a lane there whose ttl overflows a date (the CRD
+    # pattern admits it) and a lane and a canary an older, looser schema admitted.
+    other = "a-team"
+    double.put(service("cart", ns=other))
+    for version in ("baseline", "forever", "ok"):
+        double.put(deployment("cart", version, ns=other))
+    double.put(lane("forever", ns=other, ttl="3000000d"))
+    double.put(lane("ok", ns=other))
+    double.put({**lane("garbled", ns=other), "spec": "not a mapping"}, validate=False)
+    bad_canary = canary("odd", "cart", "v2", ns=other)
+    bad_canary["spec"]["match"] = "not a list"
+    double.put(bad_canary, validate=False)
+    names = _seed(double, 2)
+    double.put(deployment(names[0], "feature-a"))
+    start_controller(namespace=None)  # every namespace
+    double.wait_for(lambda: converged(double, NS, export_to=None), what="the next namespace's routes")
+    double.wait_for(lambda: converged(double, other, export_to=None), what="the good lane's routes")
+
+    forever = double.wait_for(
+        lambda: (
+            _ready(double, "TrafficLane", other, "forever").get("reason") == "InvalidSpec"
+            and _ready(double, "TrafficLane", other, "forever")
+        ),
+        what="the bad ttl reported",
+    )
+    assert forever["status"] == "False" and "spec.ttl" in forever["message"]
+    assert "365d" in forever["message"]
+    garbled = _ready(double, "TrafficLane", other, "garbled")
+    assert garbled.get("reason") == "InvalidSpec" and "spec" in garbled["message"]
+    assert _ready(double, "TrafficLane", other, "ok").get("reason") == "Routed"
+    assert _ready(double, "TrafficCanary", other, "odd").get("reason") == "InvalidSpec"
+    events = double.wait_for(
+        lambda: (
+            [e for e in double.objects("Event", other) if e["reason"] == "InvalidSpec"]
+            if len(double.objects("Event", other)) >= 3
+            else None
+        ),
+        what="one Event per bad object",
+    )
+    assert {(e["involvedObject"]["kind"], e["involvedObject"]["name"]) for e in events} == {
+        ("TrafficLane", "forever"),
+        ("TrafficLane", "garbled"),
+        ("TrafficCanary", "odd"),
+    }
+    assert all(e["type"] == "Warning" for e in events)

@@ -51,6 +51,10 @@ def created(obj, ago: timedelta):
         ("h", None),
         (None, None),
         ("1x", None),
+        ("365d", 31536000),  # the bound (the CRD says so too)
+        ("366d", None),
+        ("3000000d", None),  # overflowed the expiry date and stopped every reconcile
+        ("1" * 40 + "s", None),  # longer than the CRD's maxLength
     ],
 )
 def test_parse_ttl(text, seconds) -> None:
