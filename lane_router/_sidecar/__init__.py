@@ -44,7 +44,7 @@ def run(config: SidecarConfig) -> int:
     try:
         import uvloop
 
-        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+        factory = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
         factory = asyncio.new_event_loop
     try:

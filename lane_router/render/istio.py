@@ -27,10 +27,11 @@ gets routes, those served by the baseline too, so that lane traffic is settled b
 routes: the lanes served by the baseline share one pair (``baseline-lanes-header`` after the
 lanes' own ``x-lane`` routes, ``baseline-lanes-baggage`` after their baggage routes, the names as
 a regex alternation: two routes per host instead of two per lane, which keeps 1,000 services x
-100 lanes with canaries under a second); then one route whose ``match`` entries are the canary's content matches (headers and
-``uri``; OR between entries, AND inside) to the canary subset, then the default route split by
-weight (baseline 100-w, canary w; a 0 or 100 weight leaves one destination). The
-DestinationRule gets a subset for the canary version (label ``lane: <version>``).
+100 lanes with canaries under a second); then one route whose ``match`` entries are the
+canary's content matches (headers and ``uri``; OR between entries, AND inside) to the canary
+subset, then the default route split by weight (baseline 100-w, canary w; a 0 or 100 weight
+leaves one destination). The DestinationRule gets a subset for the canary version (label
+``lane: <version>``).
 
 Istio has no fallback between subsets (istio#41787): a lane routes to the version that serves it
 (``Resolution.serving``); when that version has no ready pod, Istio answers 503 UH. The Envoy
@@ -38,9 +39,10 @@ renderer and the sidecar fall back along ``Resolution.candidates`` instead.
 
 Limits of header matching (the SDK's extract is exact, a regex per lane is not): a ``baggage``
 carrying two *different valid* lane members goes to the first lane in route order that matches
-(sorted, with a canary the baseline-served lanes last), not the first member; a percent-encoded lane value (``lane=feature%2Da``) is not matched. The
-baggage guard needs istiod's translation of ``withoutHeaders`` (``invert_match`` with
-``treat_missing_header_as_empty``), checked on a real Envoy in ``tests/routing``.
+(sorted, with a canary the baseline-served lanes last), not the first member; a percent-encoded
+lane value (``lane=feature%2Da``) is not matched. The baggage guard needs istiod's translation
+of ``withoutHeaders`` (``invert_match`` with ``treat_missing_header_as_empty``), checked on a
+real Envoy in ``tests/routing``.
 """
 
 from __future__ import annotations

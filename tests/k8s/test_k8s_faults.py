@@ -104,7 +104,9 @@ def test_a_bad_lane_or_canary_is_reported_on_its_own_and_never_stops_the_others(
     names = _seed(double, 2)
     double.put(deployment(names[0], "feature-a"))
     start_controller(namespace=None)  # every namespace
-    double.wait_for(lambda: converged(double, NS, export_to=None), what="the next namespace's routes")
+    double.wait_for(
+        lambda: converged(double, NS, export_to=None), what="the next namespace's routes"
+    )
     double.wait_for(lambda: converged(double, other, export_to=None), what="the good lane's routes")
 
     forever = double.wait_for(
