@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.refresh <= 0 or window <= 0:
         print("lanes ui: --refresh and --window must be positive", file=sys.stderr)
         return 2
+    source: PrometheusSource | ScrapeSource
     if args.prometheus:
         source = PrometheusSource(args.prometheus, window=args.window)
     else:

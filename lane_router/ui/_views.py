@@ -29,6 +29,11 @@ def trace_link(template: str | None, lane: str, service: str = "") -> str | None
     )
 
 
+def _share(base: float, canary: float) -> float | None:
+    """The canary's percentage of both; None before any request."""
+    return 100.0 * canary / (base + canary) if base + canary > 0 else None
+
+
 def _sum(rows: Iterable[Row]) -> dict[str, float | None]:
     total, rate, errors, p99 = 0.0, None, None, None
     for r in rows:
@@ -203,11 +208,7 @@ def canary_view(topo: Topology, figures: Figures, *, refresh: float) -> dict[str
                 "weight": svc.canary.weight,
                 "matches": len(svc.canary.matches),
                 "share": share,
-                "share_total": (
-                    100.0 * can["total"] / (base["total"] + can["total"])
-                    if base["total"] + can["total"] > 0
-                    else None
-                ),
+                "share_total": _share(base["total"] or 0.0, can["total"] or 0.0),
                 "baseline": base,
                 "canary": can,
             }
