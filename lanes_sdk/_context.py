@@ -24,7 +24,7 @@ _BAGGAGE_KEY: str | None
 try:  # where baggage lives in a Context; private, so every use has a public-API fallback
     from opentelemetry.baggage import _BAGGAGE_KEY
 except ImportError:  # pragma: no cover - depends on the OpenTelemetry release
-    _BAGGAGE_KEY = None  # type: ignore[assignment]
+    _BAGGAGE_KEY = None
 
 __all__ = [
     "BAGGAGE_KEY",
