@@ -60,7 +60,7 @@ class Sidecar:
         self._servers: list[asyncio.AbstractServer] = []
         self._admin: Any = None
         self._timers: list[asyncio.TimerHandle] = []
-        self._stat_key: tuple[int, ...] | None = None
+        self._stat_key: tuple[object, ...] | None = None
         self._drained: asyncio.Future[None] | None = None
         self.edge: Edge | None = None
         if config.edge_jwks is not None:
