@@ -38,6 +38,11 @@ __all__ = ["BAGGAGE_HEADER", "LanePropagator"]
 
 _log = logging.getLogger("lanes_sdk")
 _NO_MEMBERS: dict[str, object] = {}  # read only: the baggage of a context that has none
+_MISS = object()
+# Baggage lines seen so far -> their lane, per propagator: bounded in entries and line length,
+# so hostile or per-request lines cost at most a miss and an insert, never unbounded memory.
+_LINE_MEMO_CHARS = 256
+_LINE_MEMO_SIZE = 256
 
 BAGGAGE_HEADER = "baggage"
 # RFC 9110 token; W3C baggage keys are tokens too.
@@ -78,6 +83,7 @@ class LanePropagator(TextMapPropagator):
         self._key = key
         self._fields = frozenset((header,))
         self._member = key + "="
+        self._lines: dict[str, str | None] = {}
 
     @property
     def header(self) -> str:
@@ -143,10 +149,23 @@ class LanePropagator(TextMapPropagator):
         return Context({**context, _BAGGAGE_KEY: first})
 
     def _from_baggage(self, raw: str, held: object) -> str | None:
-        """``lane_from_baggage((raw,), key)``, with a fast exact check when the lane the W3C
-        propagator already parsed (``held``) is the one member of ``raw`` with the key: the key
-        occurs once, as ``key=<lane>`` at a member boundary, followed by ``;``, ``,`` or the end.
+        """``lane_from_baggage((raw,), key)``, memoised per line for short lines (services send
+        the same few baggage lines again and again), else with a fast exact check when the lane
+        the W3C propagator already parsed (``held``) is the one member of ``raw`` with the key:
+        the key occurs once, as ``key=<lane>`` at a member boundary, then ``;``, ``,`` or the end.
         """
+        memo = self._lines
+        lane = memo.get(raw, _MISS)
+        if lane is not _MISS:
+            return lane  # type: ignore[return-value]
+        lane = self._scan_baggage(raw, held)
+        if len(raw) <= _LINE_MEMO_CHARS:
+            if len(memo) >= _LINE_MEMO_SIZE:
+                memo.clear()
+            memo[raw] = lane
+        return lane
+
+    def _scan_baggage(self, raw: str, held: object) -> str | None:
         if type(held) is str and self._key in raw:
             lane = lane_of(held)
             if lane is not None and raw.count(self._key) == 1:

@@ -3,6 +3,7 @@ nothing invalid is ever written out, and inject/extract round-trip every valid l
 
 from __future__ import annotations
 
+import contextlib
 import re
 from urllib.parse import unquote
 
@@ -193,3 +194,31 @@ def test_propagator_extract_is_the_wire_rule(carrier):
             lines.extend(value.split(",")[:16])
     want = lane_from_headers(lines, carrier.get("baggage", []))
     assert current_lane(LANE.extract(carrier, Context())) == want
+
+
+@SETTINGS
+@given(
+    st.lists(st.one_of(member_text, wire_text), min_size=1, max_size=3).map(",".join),
+    st.one_of(st.none(), lanes),
+)
+def test_one_baggage_line_is_the_wire_rule_with_any_held_lane(line, held):
+    """The string fast paths (a lane already parsed by the W3C propagator, or by an earlier
+    propagator or hop, as a hint; the per-line memo) never change the answer: the first valid
+    ``lane`` member of the line, else the lane already held."""
+    before = Context() if held is None else baggage.set_baggage("lane", held, Context())
+    with contextlib.suppress(Exception):  # OTel's parser may refuse a hostile line
+        before = W3CBaggagePropagator().extract({"baggage": line}, before)
+    want = lane_from_baggage([line], "lane")
+    held_lane = current_lane(before)
+    for _ in range(2):  # the second call answers from the memo
+        got = current_lane(LANE.extract({"baggage": line}, before))
+        assert got == (want if want is not None else held_lane)
+
+
+def test_the_baggage_line_memo_is_bounded():
+    prop = LanePropagator()
+    for i in range(2_000):
+        prop.extract({"baggage": f"lane=l{i},user={i}"}, Context())
+        prop.extract({"baggage": f"lane=l{i}," + "x" * 300}, Context())  # too long to keep
+    assert len(prop._lines) <= 256
+    assert all(len(line) <= 256 for line in prop._lines)
