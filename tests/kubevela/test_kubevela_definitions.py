@@ -93,6 +93,26 @@ ROWS = [
         error="a strict lane does not fall back",
     ),
     Row("bad ttl", "traffic-lane", {"lane": "a", "ttl": "7 days"}, error="parameter.ttl"),
+    # The CRD and the controller bound ttl to 365d and 32 characters: refused here first.
+    Row(
+        "ttl at the bound",
+        "traffic-lane",
+        {"lane": "a", "ttl": "364d23h60m"},
+        expect={"outputs.traffic-lane.spec": {"ttl": "364d23h60m"}},
+    ),
+    Row(
+        "ttl over 365d",
+        "traffic-lane",
+        {"lane": "a", "ttl": "3000000d"},
+        error="ttl is at most 365d",
+    ),
+    Row(
+        "ttl over 365d in parts",
+        "traffic-lane",
+        {"lane": "a", "ttl": "365d1s"},
+        error="ttl is at most 365d",
+    ),
+    Row("ttl too long", "traffic-lane", {"lane": "a", "ttl": "1s" * 17}, error="parameter.ttl"),
     Row("bad lane name", "traffic-lane", {"lane": "Feature_A"}, error="parameter.lane"),
     Row("port out of range", "traffic-lane", {"lane": "a", "port": 70000}, error="parameter.port"),
     # canary-traffic
