@@ -21,7 +21,7 @@ from typing import Any
 
 __all__ = ["cancel_hooks", "when_imported"]
 
-_log = logging.getLogger("lanes_sdk")
+_log = logging.getLogger("lanes.sdk")
 _lock = threading.RLock()
 _pending: dict[str, list[Callable[[ModuleType], None]]] = {}
 _busy = threading.local()

@@ -35,7 +35,7 @@ __all__ = [
     "uninstrument",
 ]
 
-_log = logging.getLogger("lanes_sdk")
+_log = logging.getLogger("lanes.sdk")
 _lock = threading.Lock()
 _providers: weakref.WeakSet[Any] = weakref.WeakSet()
 _state: dict[str, Any] = {}

@@ -12,7 +12,7 @@ from lanes_sdk.wire import lane_from_headers, valid_lane
 
 __all__ = ["extract_lane", "inject_lane"]
 
-_log = logging.getLogger("lanes_sdk")
+_log = logging.getLogger("lanes.sdk")
 
 H = TypeVar("H", bound="MutableMapping[Any, Any] | list[tuple[Any, Any]]")
 

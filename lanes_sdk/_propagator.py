@@ -36,7 +36,7 @@ from lanes_sdk.wire import baggage_key_from_env, header_from_env, lane_from_bagg
 
 __all__ = ["BAGGAGE_HEADER", "LanePropagator"]
 
-_log = logging.getLogger("lanes_sdk")
+_log = logging.getLogger("lanes.sdk")
 _NO_MEMBERS: dict[str, object] = {}  # read only: the baggage of a context that has none
 _MISS = object()
 # Baggage lines seen so far -> their lane, per propagator: bounded in entries and line length,

@@ -22,7 +22,7 @@ from lanes_sdk._propagator import LanePropagator
 
 __all__ = ["MultiGetter", "PairsGetter", "baggage_context", "default_propagator"]
 
-_log = logging.getLogger("lanes_sdk")
+_log = logging.getLogger("lanes.sdk")
 _W3C_BAGGAGE = W3CBaggagePropagator()
 
 

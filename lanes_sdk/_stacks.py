@@ -27,7 +27,7 @@ from lanes_sdk._hooks import when_imported
 
 __all__ = ["STACKS", "Stack", "cover", "disabled", "quiet_instrument"]
 
-_log = logging.getLogger("lanes_sdk")
+_log = logging.getLogger("lanes.sdk")
 
 
 @dataclass(frozen=True)

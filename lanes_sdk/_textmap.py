@@ -27,7 +27,7 @@ from lanes_sdk._propagator import BAGGAGE_HEADER, LanePropagator
 
 __all__ = ["FIX", "LaneConfigError", "order_proof", "probe"]
 
-_log = logging.getLogger("lanes_sdk")
+_log = logging.getLogger("lanes.sdk")
 
 FIX = "OTEL_PROPAGATORS=tracecontext,baggage,lane"
 

@@ -27,3 +27,22 @@ def test_the_sidecar_imports_no_renderer() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_benches_use_only_public_sdk_names() -> None:
+    """The SDK's benches measure what users can call: no private ``lanes_sdk`` module or name."""
+    import ast
+    from pathlib import Path
+
+    bad = []
+    for path in sorted((Path(__file__).parents[2] / "bench").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lanes_sdk"):
+                names = [node.module or "", *(a.name for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.startswith("lanes_sdk")]
+            else:
+                continue
+            if any(part.startswith("_") for n in names for part in n.split(".")):
+                bad.append(f"{path.name}:{node.lineno}")
+    assert not bad, bad

@@ -62,9 +62,11 @@ def textmap_restored():
 def test_any_propagator_order_keeps_the_contract(order, monkeypatch, caplog):
     monkeypatch.setenv("OTEL_PROPAGATORS", order)
     set_global_textmap(CompositePropagator([_BY_NAME[n]() for n in order.split(",")]))
-    with caplog.at_level(logging.WARNING, "lanes_sdk"):
+    with caplog.at_level(logging.WARNING, "lanes"):
         lanes_sdk.instrument()
     warned = [r for r in caplog.records if "OTEL_PROPAGATORS=" in r.getMessage()]
+    # One logger prefix for every process (docs/design.md): the SDK logs as lanes.sdk.
+    assert {r.name for r in warned} <= {"lanes.sdk"}, [r.name for r in warned]
     assert len(warned) == (0 if order.endswith(",lane") or order == "lane" else 1), caplog.text
     # A valid x-lane wins over a disagreeing baggage member, and the baggage follows it.
     lane, out = _hop({"x-lane": "feature-a", "baggage": "lane=feature-b,user=42"})
@@ -148,11 +150,14 @@ def test_a_disabled_or_missing_instrumentation_is_a_warning(monkeypatch, caplog)
     monkeypatch.setattr(_stacks, "_installed", lambda: installed)
     lanes_sdk.instrument()
     text = caplog.text
-    assert "requests client is imported but its OpenTelemetry instrumentation 'requests' is " \
+    assert (
+        "requests client is imported but its OpenTelemetry instrumentation 'requests' is "
         "disabled" in text
+    )
     assert "httpx client is imported but no OpenTelemetry instrumentation covers it" in text
-    assert "pip install traffic-lanes[fastapi] or opentelemetry-instrumentation-httpx==0.66b1" \
-        in text
+    assert (
+        "pip install traffic-lanes[fastapi] or opentelemetry-instrumentation-httpx==0.66b1" in text
+    )
 
 
 def _python(code: str, *args: str, auto: bool = False, **env: str) -> subprocess.CompletedProcess:
@@ -219,5 +224,7 @@ def test_zero_code_lane_first_and_a_disabled_client_are_warned():
     assert out.returncode == 0, out.stderr
     assert out.stdout == "feature-a lane=feature-a\n"
     assert "OTEL_PROPAGATORS=lane,tracecontext,baggage puts 'lane' before" in out.stderr
-    assert "httpx client is imported but its OpenTelemetry instrumentation 'httpx' is " \
+    assert (
+        "httpx client is imported but its OpenTelemetry instrumentation 'httpx' is "
         "disabled" in out.stderr
+    )
