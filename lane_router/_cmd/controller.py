@@ -9,8 +9,9 @@ import signal
 import socket
 import sys
 import threading
+from typing import Any
 
-__all__ = ["HELP", "add_arguments", "run"]
+__all__ = ["HELP", "add_arguments", "api_client", "run"]
 
 HELP = (
     "run the Kubernetes controller: TrafficLanes and Deployment labels in, Istio routes "
@@ -83,9 +84,24 @@ def _split(addr: str) -> tuple[str, int]:
         raise ValueError(f"--metrics {exc}") from None
 
 
+def api_client(kubeconfig: str | None, context: str | None) -> Any:
+    """A Kubernetes ``ApiClient``: from ``kubeconfig``/``context`` when given, else in-cluster,
+    else ~/.kube/config (also ``lanes ui --kube``'s). Raises what the client raises."""
+    from kubernetes import client, config
+
+    if kubeconfig or context:
+        return config.new_client_from_config(config_file=kubeconfig, context=context)
+    cfg = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=cfg)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=cfg)
+    return client.ApiClient(cfg)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        from kubernetes import client, config
+        import kubernetes  # noqa: F401
     except ModuleNotFoundError:
         print(
             "lanes controller: the Kubernetes client is not installed; install the "
@@ -103,15 +119,7 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.kubeconfig or args.context:
-            api = config.new_client_from_config(config_file=args.kubeconfig, context=args.context)
-        else:
-            cfg = client.Configuration()
-            try:
-                config.load_incluster_config(client_configuration=cfg)
-            except config.ConfigException:
-                config.load_kube_config(client_configuration=cfg)
-            api = client.ApiClient(cfg)
+        api = api_client(args.kubeconfig, args.context)
     except Exception as exc:
         print(f"lanes controller: no usable Kubernetes configuration: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -11,7 +12,22 @@ HELP = "serve the lane map, call graph per lane and canary pages on live figures
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
-    parser.add_argument("-f", "--file", required=True, help="the topology (lanes.yaml)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("-f", "--file", help="the topology (lanes.yaml)")
+    where.add_argument(
+        "--kube",
+        action="store_true",
+        help="the controller's view of --namespace instead of a file: its TrafficLanes (TTL "
+        "expiry shown), TrafficCanaries, Deployments and Services, read as the controller "
+        "reads them (needs the 'controller' extra and list rights on those)",
+    )
+    kube = parser.add_argument_group("with --kube (as for `lanes controller`)")
+    kube.add_argument("--namespace", "-n", default="default", help="the namespace shown")
+    kube.add_argument("--kubeconfig", default=None, help="default: in-cluster, else ~/.kube/config")
+    kube.add_argument("--context", default=None, help="kubeconfig context")
+    kube.add_argument("--app-label", default="app", help="pod label naming the service")
+    kube.add_argument("--lane-label", default="lane", help="pod label naming the lane")
+    kube.add_argument("--baseline", default=None, help="baseline lane name (default baseline)")
     parser.add_argument(
         "--listen",
         default="127.0.0.1:8080",
@@ -58,6 +74,48 @@ def _seconds(window: str) -> float:
     return float(window)
 
 
+def _model_view(args: argparse.Namespace) -> Any:
+    """The controller's view of ``--namespace`` (``None`` after saying why it cannot be had)."""
+    import sys
+
+    try:
+        from lane_router._cmd.controller import api_client
+        from lane_router._controller._controller import read_model
+        from lane_router._controller._kube import Kube
+    except ModuleNotFoundError:
+        print(
+            "lanes ui: --kube needs the Kubernetes client; install the 'controller' extra: "
+            "pip install 'traffic-lanes[controller]'",
+            file=sys.stderr,
+        )
+        return None
+    from lane_router.ui import ModelView
+    from lanes_sdk.wire import DEFAULT_BASELINE, baggage_key_from_env, header_from_env
+
+    try:
+        api = api_client(args.kubeconfig, args.context)
+    except Exception as exc:
+        print(f"lanes ui: no usable Kubernetes configuration: {exc}", file=sys.stderr)
+        return None
+    api.user_agent = "traffic-lanes-ui"
+    kube, ns = Kube(api, request_timeout=10), args.namespace
+    header, baggage_key = header_from_env(), baggage_key_from_env()
+    baseline = args.baseline or DEFAULT_BASELINE
+
+    def read() -> Any:
+        return read_model(
+            kube,
+            ns,
+            baseline=baseline,
+            header=header,
+            baggage_key=baggage_key,
+            app_label=args.app_label,
+            lane_label=args.lane_label,
+        )
+
+    return ModelView(read, where=f"namespace {ns}", min_age=min(2.0, args.refresh / 2))
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import sys
@@ -68,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     from lane_router.ui import PrometheusSource, ScrapeSource, UiConfig, run_forever
 
     try:
-        load_topology(args.file)
+        if args.file:
+            load_topology(args.file)
         host, port = split_hostport(args.listen, port_zero=True)
         window = _seconds(args.window)
     except (TopologyError, OSError, ValueError) as exc:
@@ -82,7 +141,10 @@ def run(args: argparse.Namespace) -> int:
         source = PrometheusSource(args.prometheus, window=args.window)
     else:
         source = ScrapeSource(args.sidecar or ["127.0.0.1:15000"], window=window)
-    config = UiConfig(Path(args.file), source, refresh=args.refresh, tracing=args.tracing_url)
+    topology: Any = Path(args.file) if args.file else _model_view(args)
+    if topology is None:
+        return 2
+    config = UiConfig(topology, source, refresh=args.refresh, tracing=args.tracing_url)
     try:
         asyncio.run(run_forever(config, host, port))
     except KeyboardInterrupt:

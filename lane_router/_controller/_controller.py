@@ -37,14 +37,17 @@ from lane_router._controller._kube import (
 )
 from lane_router._controller._leader import LeaderElector
 from lane_router._controller._metrics import Metrics
-from lane_router._controller._model import NamespaceModel, build_namespace, pod_labels
+from lane_router._controller._model import NamespaceModel, namespace_model, pod_labels
 from lane_router._controller._plan import HostPlan, host_keys, is_ours, plan_host
 from lane_router._controller._sidecar_plane import SERVICE_LABEL, plan_sidecar
 from lane_router._controller._status import canary_status, lane_status, status_patch
 from lane_router.render import MANAGED_BY_SELECTOR
 from lanes_sdk.wire import DEFAULT_BAGGAGE_KEY, DEFAULT_BASELINE, DEFAULT_HEADER
 
-__all__ = ["Controller", "ControllerOptions"]
+__all__ = ["MODEL_RESOURCES", "Controller", "ControllerOptions", "read_model"]
+
+# What a namespace's model is built from (the other watched kinds are the controller's outputs).
+MODEL_RESOURCES = (TRAFFICLANES, TRAFFICCANARIES, DEPLOYMENTS, SERVICES)
 
 log = logging.getLogger("lanes.controller")
 
@@ -69,6 +72,39 @@ class ControllerOptions:
     # ConfigMap of lanes.yaml per namespace for `lanes sidecar` (no mesh needed).
     data_plane: str = "istio"
     configmap_name: str = "traffic-lanes"
+
+
+def read_model(
+    kube: Kube,
+    namespace: str,
+    *,
+    baseline: str = DEFAULT_BASELINE,
+    header: str = DEFAULT_HEADER,
+    baggage_key: str = DEFAULT_BAGGAGE_KEY,
+    app_label: str = "app",
+    lane_label: str = "lane",
+) -> NamespaceModel:
+    """One namespace's model from a fresh list of its objects, as the controller builds it from
+    its informers (``lanes ui --kube``). An absent TrafficCanary CRD counts as no canary, as in
+    the controller; any other failure raises :class:`ApiError`."""
+    objs: dict[str, list[dict[str, Any]]] = {}
+    for res in MODEL_RESOURCES:
+        try:
+            objs[res.kind], _ = kube.list(res, namespace)
+        except ApiError as exc:
+            if not (res.optional and exc.status == 404):
+                raise
+            objs[res.kind] = []
+    return namespace_model(
+        namespace,
+        objs,
+        now=datetime.now(UTC),
+        baseline=baseline,
+        header=header,
+        baggage_key=baggage_key,
+        app_label=app_label,
+        lane_label=lane_label,
+    )
 
 
 class _NotLeader(Exception):
@@ -350,13 +386,9 @@ class Controller:
             self._update_statuses(ns, model, objs)
 
     def _model(self, ns: str, objs: Mapping[str, list[dict[str, Any]]]) -> NamespaceModel:
-        return build_namespace(
+        return namespace_model(
             ns,
-            lanes=objs.get("TrafficLane", ()),
-            deployments=objs.get("Deployment", ()),
-            # Our per-lane Services (sidecar data plane) are outputs, never routed services.
-            services=[s for s in objs.get("Service", ()) if not is_ours(s)],
-            canaries=objs.get("TrafficCanary", ()),
+            objs,
             now=datetime.now(UTC),
             baseline=self.options.baseline,
             header=self.options.header,

@@ -31,6 +31,7 @@ from lane_router._controller._canary import (
     CanaryPick,
     pick_canaries,
 )
+from lane_router._controller._plan import is_ours
 from lane_router._topology import Lane, Service, Topology, TopologyError
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "NamespaceModel",
     "build_namespace",
     "lane_expiry",
+    "namespace_model",
     "parse_time",
     "parse_ttl",
     "pod_labels",
@@ -239,6 +241,35 @@ def build_namespace(
         next_expiry,
         skipped,
         dict(sorted(canary_infos.items())),
+    )
+
+
+def namespace_model(
+    namespace: str,
+    objects: Mapping[str, Iterable[Mapping[str, Any]]],
+    *,
+    now: datetime,
+    baseline: str,
+    header: str,
+    baggage_key: str,
+    app_label: str = "app",
+    lane_label: str = "lane",
+) -> NamespaceModel:
+    """The model of one namespace from its objects by kind (``TrafficLane``, ``TrafficCanary``,
+    ``Deployment``, ``Service``): what the controller routes, and what ``lanes ui --kube`` shows.
+    Our own per-lane Services (sidecar data plane) are outputs, never routed services."""
+    return build_namespace(
+        namespace,
+        lanes=objects.get("TrafficLane", ()),
+        deployments=objects.get("Deployment", ()),
+        services=[s for s in objects.get("Service", ()) if not is_ours(s)],
+        canaries=objects.get("TrafficCanary", ()),
+        now=now,
+        baseline=baseline,
+        header=header,
+        baggage_key=baggage_key,
+        app_label=app_label,
+        lane_label=lane_label,
     )
 
 

@@ -2,10 +2,12 @@
 
 Figures come from the sidecars' ``/metrics`` (:class:`ScrapeSource`) or a Prometheus server's
 HTTP API (:class:`PrometheusSource`); the PromQL is :func:`queries`, shared with the recording
-rules and the Grafana dashboard in ``k8s/monitoring/``.
+rules and the Grafana dashboard in ``k8s/monitoring/``. The topology is a file or, in a cluster,
+the controller's view of a namespace (:class:`ModelView`).
 """
 
 from lane_router.ui._app import STATIC, UiConfig, make_app, run_forever, serve_ui
+from lane_router.ui._cluster import ModelView, View
 from lane_router.ui._figures import (
     QUERIES,
     Figures,
@@ -23,10 +25,12 @@ __all__ = [
     "STATIC",
     "FigureSource",
     "Figures",
+    "ModelView",
     "PrometheusSource",
     "Row",
     "ScrapeSource",
     "UiConfig",
+    "View",
     "canary_view",
     "graph_view",
     "histogram_quantile",

@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from lane_router import Topology, TopologyError, load_topology
+from lane_router.ui._cluster import View
 from lane_router.ui._figures import Figures, FigureSource
 from lane_router.ui._views import canary_view, graph_view, map_view
 
@@ -35,10 +36,11 @@ _CSP = (
 @dataclass(eq=False)
 class UiConfig:
     """What the app shows: a topology (a file, re-read when it changes, or a callable giving the
-    current one, e.g. a controller's view), where the figures come from, how often pages
-    refresh, and an optional tracing UI link template with ``{lane}``/``{service}``."""
+    current one or a :class:`View`, e.g. the controller's view: :class:`ModelView`), where the
+    figures come from, how often pages refresh, and an optional tracing UI link template with
+    ``{lane}``/``{service}``."""
 
-    topology: Path | Callable[[], Topology]
+    topology: Path | Callable[[], Topology | View]
     source: FigureSource
     refresh: float = 5.0
     tracing: str | None = None
@@ -49,7 +51,8 @@ class UiConfig:
         """The file's topology, re-read when its mtime changes; a bad new file keeps the old one
         (with a WARNING naming the error), as the sidecar does."""
         if callable(self.topology):
-            return self.topology()
+            got = self.topology()
+            return got.topology if isinstance(got, View) else got
         path = self.topology
         try:
             mtime = os.stat(path).st_mtime
@@ -63,6 +66,14 @@ class UiConfig:
             return self._cached[1]
         self._cached = (mtime, topo)
         return topo
+
+    async def current(self) -> View:
+        """The topology (and lane expiries) now; a callable runs in a thread, since reading a
+        cluster blocks."""
+        if callable(self.topology):
+            got = await asyncio.to_thread(self.topology)
+            return got if isinstance(got, View) else View(got)
+        return View(self.current_topology())
 
     async def figures(self) -> Figures:
         assert self._session is not None
@@ -99,14 +110,18 @@ async def _topology_errors(request: web.Request, handler: Any) -> web.StreamResp
 
 async def _api_map(request: web.Request) -> web.Response:
     cfg = request.app[_FIGURES]
-    topo = cfg.current_topology()
+    view = await cfg.current()
     figs = await cfg.figures()
-    return web.json_response(map_view(topo, figs, refresh=cfg.refresh, tracing=cfg.tracing))
+    return web.json_response(
+        map_view(
+            view.topology, figs, refresh=cfg.refresh, tracing=cfg.tracing, expires=view.expires
+        )
+    )
 
 
 async def _api_graph(request: web.Request) -> web.Response:
     cfg = request.app[_FIGURES]
-    topo = cfg.current_topology()
+    topo = (await cfg.current()).topology
     lane = request.query.get("lane", topo.baseline)
     if lane not in topo.all_lanes:
         return web.json_response(
@@ -118,7 +133,7 @@ async def _api_graph(request: web.Request) -> web.Response:
 
 async def _api_canary(request: web.Request) -> web.Response:
     cfg = request.app[_FIGURES]
-    topo = cfg.current_topology()
+    topo = (await cfg.current()).topology
     figs = await cfg.figures()
     return web.json_response(canary_view(topo, figs, refresh=cfg.refresh))
 

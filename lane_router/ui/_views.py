@@ -7,7 +7,8 @@ never recomputed here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -56,7 +57,9 @@ def _meta(figures: Figures, refresh: float) -> dict[str, Any]:
     }
 
 
-def _lanes(topo: Topology, tracing: str | None) -> list[dict[str, Any]]:
+def _lanes(
+    topo: Topology, tracing: str | None, expires: Mapping[str, datetime] | None = None
+) -> list[dict[str, Any]]:
     out = [
         {
             "name": topo.baseline,
@@ -66,8 +69,11 @@ def _lanes(topo: Topology, tracing: str | None) -> list[dict[str, Any]]:
             "description": "shared baseline: no lane, invalid or undeclared lanes",
             "chain": [topo.baseline],
             "trace_url": trace_link(tracing, topo.baseline),
+            "expires_at": None,
+            "expires_in": None,
         }
     ]
+    now = datetime.now(UTC)
     for name, lane in topo.lanes.items():
         out.append(
             {
@@ -78,15 +84,31 @@ def _lanes(topo: Topology, tracing: str | None) -> list[dict[str, Any]]:
                 "description": lane.description,
                 "chain": list(topo.chains[name]),
                 "trace_url": trace_link(tracing, name),
+                **_expiry((expires or {}).get(name), now),
             }
         )
     return out
 
 
+def _expiry(at: datetime | None, now: datetime) -> dict[str, Any]:
+    if at is None:
+        return {"expires_at": None, "expires_in": None}
+    return {
+        "expires_at": at.isoformat().replace("+00:00", "Z"),
+        "expires_in": max(0.0, round((at - now).total_seconds(), 1)),
+    }
+
+
 def map_view(
-    topo: Topology, figures: Figures, *, refresh: float, tracing: str | None = None
+    topo: Topology,
+    figures: Figures,
+    *,
+    refresh: float,
+    tracing: str | None = None,
+    expires: Mapping[str, datetime] | None = None,
 ) -> dict[str, Any]:
-    """The lane x service matrix: who serves each cell, and its live figures."""
+    """The lane x service matrix: who serves each cell, and its live figures. ``expires``: per
+    lane with a TTL, when it expires (the controller's TrafficLane expiry)."""
     cells: dict[str, dict[str, Any]] = {}
     for lane in topo.all_lanes:
         row: dict[str, Any] = {}
@@ -112,7 +134,7 @@ def map_view(
     return {
         "page": "map",
         "baseline": topo.baseline,
-        "lanes": _lanes(topo, tracing),
+        "lanes": _lanes(topo, tracing, expires),
         "services": list(topo.services),
         "cells": cells,
         **_meta(figures, refresh),

@@ -1,6 +1,15 @@
 // The lane map: one row per lane, one column per service; each cell says which version serves
-// that lane there (own, fallback, strict 503, canary share) and its live request and error rate.
+// that lane there (own, fallback, strict 503, canary share) and its live request and error rate;
+// a lane with a TTL (TrafficLane, `lanes ui --kube`) says when it expires.
 import { count, errClass, h, live, pct, rate } from "./common.js";
+
+// 5400 -> "1h 30m"; under a minute: seconds.
+function duration(s) {
+  if (s < 60) return Math.round(s) + "s";
+  const d = Math.floor(s / 86400), hr = Math.floor((s % 86400) / 3600),
+    m = Math.floor((s % 3600) / 60);
+  return [d && d + "d", hr && hr + "h", m && m + "m"].filter(Boolean).join(" ") || "0m";
+}
 
 function laneHead(lane) {
   const tags = [];
@@ -8,6 +17,9 @@ function laneHead(lane) {
   if (lane.strict) tags.push(h("span", { class: "tag strict", text: "strict" }));
   if (lane.fallback && !lane.baseline)
     tags.push(h("span", { class: "tag", text: "falls back to " + lane.fallback }));
+  if (lane.expires_at)
+    tags.push(h("span", { class: "tag ttl", title: "TrafficLane ttl: expires " + lane.expires_at,
+      "data-expires-at": lane.expires_at, text: "expires in " + duration(lane.expires_in) }));
   const links = [h("a", { href: "/graph?lane=" + encodeURIComponent(lane.name), text: "graph" })];
   if (lane.trace_url) links.push(h("a", { href: lane.trace_url, class: "trace", text: "traces" }));
   return h("th", { scope: "row", class: "lane", "data-lane": lane.name },
