@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_NO_PROXY",
     "IMAGE_REPOSITORY",
     "SERVICE_ENV",
+    "SIDECAR_LABEL",
     "SKIP_ANNOTATION",
     "InjectOptions",
     "default_image",
@@ -51,6 +52,7 @@ CONFIGMAP_NAME = "traffic-lanes"
 CONFIGMAP_KEY = "lanes.yaml"
 MOUNT_PATH = "/etc/traffic-lanes"
 SKIP_ANNOTATION = "traffic-lanes.io/inject"
+SIDECAR_LABEL = "traffic-lanes.io/sidecar"  # on the pods: what k8s/monitoring's PodMonitor selects
 SERVICE_ENV = "LANES_SERVICE"  # expanded by the kubelet in the sidecar's args
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet"})
 # Loopback, the API server under every name a client may use, cloud metadata: never the sidecar.
@@ -181,6 +183,9 @@ def inject_object(obj: dict[str, Any], opts: InjectOptions, where: str = "") -> 
     out = copy.deepcopy(obj)
     labels = (template.get("metadata") or {}).get("labels") or {}
     service = None if isinstance(labels.get(opts.app_label), str) else _label_value(obj)
+    meta = out["spec"]["template"].get("metadata") or {}
+    meta["labels"] = {**(meta.get("labels") or {}), SIDECAR_LABEL: "true"}
+    out["spec"]["template"]["metadata"] = meta
     pod = out["spec"]["template"].setdefault("spec", {})
     pod["initContainers"] = _replace_named(
         pod.get("initContainers") or [], sidecar_container(opts, service), first=True
