@@ -9,9 +9,11 @@ set (``make screenshots``) the map and canary pages are also written there for t
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -35,7 +37,8 @@ from ui_helpers import (
     wait_for,
 )
 
-from lane_router.ui import PrometheusSource, ScrapeSource, UiConfig, serve_ui
+from lane_router import load_topology
+from lane_router.ui import PrometheusSource, ScrapeSource, UiConfig, View, serve_ui
 
 LANES = ("baseline", "feature-a", "feature-b", "hotfix")
 SERVICES = ("details", "productpage", "ratings", "reviews")
@@ -110,8 +113,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             )
         )
         runners.append(ui_runner)
+        # The direct UI takes its topology from a callable giving a View (as `--kube` does),
+        # with a TTL on feature-a: the map shows its expiry.
+        expires = {"feature-a": datetime.now(UTC) + timedelta(hours=2)}
         direct_runner, direct_url = loop.run(
-            serve_ui(UiConfig(lanes_yaml, ScrapeSource(admins), refresh=1.0), "127.0.0.1", 0)
+            serve_ui(
+                UiConfig(
+                    lambda: View(load_topology(lanes_yaml), expires),
+                    ScrapeSource(admins),
+                    refresh=1.0,
+                ),
+                "127.0.0.1",
+                0,
+            )
         )
         runners.append(direct_runner)
         yield Stack(proxy, pp_proxy, admin, prom_url, ui_url.rstrip("/"), direct_url.rstrip("/"))
@@ -338,6 +352,15 @@ def test_lane_map_page(stack: Stack, page: Any) -> None:
     )
     assert page.locator("#status .problem").count() == 0
     _shot(page, "lane-map")
+
+
+def test_lane_map_shows_a_lanes_expiry(stack: Stack, page: Any) -> None:
+    page.goto(f"{stack.ui_direct}/")
+    _rendered(page)
+    tag = page.locator('th[data-lane="feature-a"] .tag.ttl')
+    assert re.fullmatch(r"expires in (1h 59m|2h)", tag.inner_text()), tag.inner_text()
+    assert tag.get_attribute("data-expires-at").endswith("Z")
+    assert page.locator("th.lane .tag.ttl").count() == 1  # no other lane has a TTL
 
 
 def test_call_graph_page(stack: Stack, page: Any) -> None:
