@@ -18,8 +18,9 @@ What differs from Istio, and why:
   outbound call, so in-mesh hops carry it; a request that carries the lane only in ``baggage``
   is routed to the baseline by these routes. Use the Istio or Envoy renderer for baggage-only
   clients.
-* **Strict misses** route to the strict lane's own backend Service, which selects no pod (the
-  lane does not deploy the service): the implementation answers 503 (Gateway API: "SHOULD return
+* **Strict misses** route to the backend Service of the strict lane where the walk stopped
+  (also for a lane that falls back into it), which selects no pod (the lane does not deploy the
+  service): the implementation answers 503 (Gateway API: "SHOULD return
   a 503" for a Service without ready endpoints). The body is the implementation's, not JSON.
 * **Untagged traffic** goes to the ``<service>-<baseline>`` backend (selector ``app`` + lane
   label), never to the Service itself, whose selector also matches lane pods.
@@ -128,13 +129,14 @@ def _render_host(
     port = topology.services[service].port
     baseline = topology.baseline
     # Group lanes by the backend that answers them: the serving lane, or for a strict miss the
-    # strict lane itself, whose backend selects no pod (the lane does not deploy the service).
+    # strict lane where the walk stopped (a lane falling back into it shares its rule), whose
+    # backend selects no pod (the lane does not deploy the service).
     table = topology.routes[service]
     canary = table[baseline].canary
     groups: dict[str, list[str]] = {}
     for lane in topology.lanes:
-        candidates = table[lane].candidates
-        target = candidates[0] if candidates else lane
+        res = table[lane]
+        target = res.candidates[0] if res.candidates else (res.strict_lane or lane)
         if target != baseline or canary is not None:  # with a canary, every lane needs a rule
             groups.setdefault(target, []).append(lane)
     versions = topology.services[service].versions
