@@ -477,7 +477,7 @@ class Controller:
                 self._conflicts.pop(key, None)
             (self._failed.discard if ok else self._failed.add)(key)
             changed |= before != (self._conflicts.get(key, ()), key in self._failed)
-        self.metrics.inc("traffic_lanes_reconciles_total", result="ok" if ok else "error")
+        self.metrics.inc("lanes_controller_reconciles_total", result="ok" if ok else "error")
         return changed
 
     def _execute(self, plan: HostPlan) -> tuple[bool, tuple[str, ...]]:

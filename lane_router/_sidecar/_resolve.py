@@ -25,7 +25,7 @@ from lane_router._sidecar._table import EndpointState
 
 __all__ = ["Resolver", "is_name"]
 
-log = logging.getLogger("lane_router.sidecar")
+log = logging.getLogger("lanes.sidecar")
 
 _LOOKUP_TIMEOUT = 5.0
 _PARALLEL = 16  # names resolved at once (each holds an executor thread)

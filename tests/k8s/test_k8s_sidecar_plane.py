@@ -102,6 +102,12 @@ def test_services_and_configmap_follow_lanes_make_before_break(double, start_con
     # A lane version appears, a canary comes and goes, a lane goes: Services before the
     # ConfigMap names them, deletions after it stopped naming them.
     settle(double, ctl)
+    # One metric prefix (docs/design.md), every series typed: this plane counts its reconciles
+    # in the same counter as the Istio plane.
+    text = ctl.metrics.render()
+    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
+    assert names and all(n.startswith("lanes_controller_") for n in names), names
+    assert "untyped" not in text and 'lanes_controller_reconciles_total{result="ok"}' in text
     double.put(deployment("ratings", "feature-b"))
     double.put(deployment("reviews", "v3"))
     double.put(canary("reviews-v3", "reviews", "v3", weight=20))

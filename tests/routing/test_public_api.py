@@ -46,3 +46,17 @@ def test_the_benches_use_only_public_sdk_names() -> None:
             if any(part.startswith("_") for n in names for part in n.split(".")):
                 bad.append(f"{path.name}:{node.lineno}")
     assert not bad, bad
+
+
+def test_every_logger_is_under_the_one_prefix() -> None:
+    """docs/design.md: loggers lanes.sidecar, lanes.controller, lanes.sdk (and lanes.ui)."""
+    code = (
+        "import logging, lanes_sdk, lane_router._sidecar, lane_router._controller, lane_router.ui\n"
+        "import lane_router._sidecar._resolve\n"
+        "print(sorted(n for n in logging.root.manager.loggerDict\n"
+        "             if n.startswith(('lane', 'traffic')) and n.split('.')[0] != 'lanes'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
