@@ -35,6 +35,7 @@ from lane_router._topology import (
 if TYPE_CHECKING:
     from lane_router.render import (
         FORMATS,
+        XdsError,
         dump_yaml,
         render_envoy,
         render_envoy_xds,
@@ -53,6 +54,7 @@ __all__ = [
     "Service",
     "Topology",
     "TopologyError",
+    "XdsError",
     "canary_to_dict",
     "dump_yaml",
     "load_topology",
@@ -71,6 +73,7 @@ __all__ = [
 _FROM_RENDER = frozenset(
     {
         "FORMATS",
+        "XdsError",
         "dump_yaml",
         "render_envoy",
         "render_envoy_xds",

@@ -13,6 +13,10 @@ def test_every_exported_name_resolves() -> None:
     for module in (lane_router, lane_router.render):
         missing = [n for n in module.__all__ if getattr(module, n, None) is None]
         assert not missing, f"{module.__name__}: {missing}"
+    # What envoy/README.md's xDS example raises is importable with the function it calls.
+    from lane_router.render.envoy_xds import XdsError
+
+    assert lane_router.XdsError is XdsError
     # The dispatch lives in the package; the top-level name is the package itself.
     assert callable(lane_router.render.render)
 
