@@ -112,6 +112,18 @@ ROWS = [
         {"lane": "a", "ttl": "365d1s"},
         error="ttl is at most 365d",
     ),
+    Row(
+        "ttl past any integer",
+        "traffic-lane",
+        {"lane": "a", "ttl": "9" * 30 + "d"},
+        error="ttl is at most 365d",
+    ),
+    Row(
+        "ttl with leading zeros",
+        "traffic-lane",
+        {"lane": "a", "ttl": "0000000000007d"},
+        expect={"outputs.traffic-lane.spec": {"ttl": "0000000000007d"}},
+    ),
     Row("ttl too long", "traffic-lane", {"lane": "a", "ttl": "1s" * 17}, error="parameter.ttl"),
     Row("bad lane name", "traffic-lane", {"lane": "Feature_A"}, error="parameter.lane"),
     Row("port out of range", "traffic-lane", {"lane": "a", "port": 70000}, error="parameter.port"),
