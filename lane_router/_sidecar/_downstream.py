@@ -87,6 +87,7 @@ class ClientConnection(asyncio.Protocol):
         "closed",
         "cur",
         "deadline",
+        "eof",
         "head_bytes",
         "in_head",
         "kind",
@@ -113,6 +114,7 @@ class ClientConnection(asyncio.Protocol):
         self.block_mask = 0
         self.write_paused = False
         self.closed = False
+        self.eof = False  # the client half-closed (sent its FIN)
         self.in_head = False
         self.head_bytes = 0
         self.deadline = 0.0
@@ -207,10 +209,13 @@ class ClientConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         """The client half-closed. Requests already complete are still answered (then the
-        connection closes; a head left unfinished is dropped); idle, mid-body or in an open
-        tunnel, it closes now."""
+        connection closes; a head left unfinished is dropped); idle or mid-body, it closes
+        now; in a tunnel the half-close is passed on to the upstream."""
+        self.eof = True
         cur = self.cur
-        if cur is None or self.parsing is not None or cur.status == 101:
+        if cur is not None and cur.status == 101:
+            return cur.tunnel_eof(True)
+        if cur is None or self.parsing is not None:
             return None
         queue = self.queue
         (queue[-1] if queue else cur).keep_alive = False
@@ -352,8 +357,17 @@ class ClientConnection(asyncio.Protocol):
         if version[:2] != "1.":
             raise _Reject(400, "bad request", f"HTTP/{version} is not supported")
         req.http10 = version == "1.0"
-        req.upgrading = parser.should_upgrade()
         has_body = req.has_body
+        # llhttp stops at an upgrade head whatever the version: the bytes after it are ours.
+        stops = parser.should_upgrade()
+        if stops and req.http10 and req.method != b"CONNECT":
+            # RFC 9110 7.8: Upgrade in HTTP/1.0 is ignored, so this is a plain request; but
+            # the parser skipped its body, so one with a body cannot be served (400, as 1.1).
+            if has_body:
+                raise _Reject(400, "bad request", "an Upgrade request cannot carry a body")
+            req.upgrading = False
+        else:
+            req.upgrading = stops
         req.expect = req.expect and has_body and not req.http10
         if sc.edge is not None:  # the client's lane headers never count; a verified token does
             sc.edge.settle(req)
@@ -367,6 +381,9 @@ class ClientConnection(asyncio.Protocol):
         if req.upgrading:
             self.tunnel = ex
             ex.keep_alive = False  # whatever the answer, nothing is parsed after it
+        elif stops:  # HTTP/1.0 Upgrade ignored: answered, then closed; what follows dropped
+            self.tunnel = _DISCARD
+            ex.keep_alive = False
         if not has_body:  # llhttp completes the message right after this callback
             ex.client_done = True
             ex.replayable = req.replayable

@@ -329,6 +329,25 @@ class Exchange:
             self.pending_size = 0
             up.transport.writelines(pending)
             self.conn.unblock(B_PENDING)
+        if self.conn.eof:  # the client half-closed while the upgrade was pending
+            self.tunnel_eof(True)
+
+    def tunnel_eof(self, from_client: bool) -> bool | None:
+        """One side of the tunnel half-closed: pass the FIN on (after the bytes buffered for
+        the other side) and keep the other direction open until it ends too, or until
+        ``--idle-timeout``. The return value is asyncio's for ``eof_received``."""
+        up = self.up
+        if self.done or self.dead or up is None:
+            return None
+        if up.eof and self.conn.eof:
+            self.tunnel_closed()
+            return None
+        target = up.transport if from_client else self.conn.transport
+        if target.is_closing() or not target.can_write_eof():
+            self.tunnel_closed()
+            return None
+        target.write_eof()
+        return True
 
     def tunnel_closed(self) -> None:
         """One side of the tunnel ended: end the other (after what it has buffered)."""

@@ -29,6 +29,7 @@ class Client(Protocol):
 
     transport: Any
     closed: bool
+    eof: bool
 
     def block(self, bit: int) -> None: ...
 
@@ -89,6 +90,7 @@ class Upstream(Protocol):
     ep: EndpointState
     transport: Any
     closed: bool
+    eof: bool
     reused: bool
     got_bytes: bool
     headers: list[bytes]
@@ -123,4 +125,5 @@ class ExchangeSink(Protocol):
     def upstream_bad(self, detail: str) -> None: ...
     def tunnel_open(self, up: Upstream) -> None: ...
     def tunnel_closed(self) -> None: ...
+    def tunnel_eof(self, from_client: bool) -> bool | None: ...
     def internal(self, exc: BaseException) -> None: ...

@@ -42,6 +42,7 @@ class UpstreamConnection(asyncio.Protocol):
         "cl_value",
         "closed",
         "conn_tokens",
+        "eof",
         "ep",
         "ex",
         "got_bytes",
@@ -88,6 +89,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.raw_keep = False
         self.upgrade: bytes | None = None
         self.tunnel = False  # after a 101: bytes go to the client as they come
+        self.eof = False  # the upstream half-closed a tunnel
 
     # -- asyncio --------------------------------------------------------------------------
 
@@ -149,6 +151,14 @@ class UpstreamConnection(asyncio.Protocol):
             conn.transport.write(data[:left] if extra else data)
         self.parser = HttpResponseParser(self)
         ex.response_complete(self, self.raw_keep and not extra)
+
+    def eof_received(self) -> bool | None:
+        """In a tunnel a half-close is passed on to the client; otherwise the connection ends."""
+        ex = self.ex
+        if self.tunnel and ex is not None:
+            self.eof = True
+            return ex.tunnel_eof(False)
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

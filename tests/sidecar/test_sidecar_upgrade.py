@@ -23,6 +23,7 @@ from sidecar_helpers import (
     request,
     start_sidecar,
     topology,
+    wait_for,
 )
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: reviews\r\n\r\n"
@@ -61,6 +62,61 @@ class Always101:
     def stop(self) -> None:
         if self.server is not None:
             self.server.close()
+
+
+class HalfCloser:
+    """An upstream that answers ``101`` and then half-closes: on ``/client-first`` it reads to
+    the client's FIN and answers after it; on ``/upstream-first`` it sends its FIN first and
+    then keeps reading (what it got is in :attr:`got`)."""
+
+    def __init__(self, loop: Loop) -> None:
+        self.loop = loop
+        self.server: asyncio.AbstractServer | None = None
+        self.port = 0
+        self.got: list[bytes] = []
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n")
+            writer.write(b"Upgrade: foo\r\n\r\n")
+            if head.startswith(b"GET /upstream-first "):
+                writer.write(b"bye")
+                writer.write_eof()
+                self.got.append(await reader.read())  # to the client's FIN
+            else:
+                writer.write(b"got:" + await reader.read())
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def start(self) -> HalfCloser:
+        async def go() -> None:
+            self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+            self.port = self.server.sockets[0].getsockname()[1]
+
+        self.loop.run(go())
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+@pytest.fixture(scope="module")
+def half(tmp_path_factory: Any) -> Iterator[tuple[SidecarProc, HalfCloser]]:
+    loop = Loop()
+    closer = HalfCloser(loop).start()
+    topo = topology(half={"baseline": [f"127.0.0.1:{closer.port}"]})
+    sc = start_sidecar(tmp_path_factory.mktemp("half"), topo, "--idle-timeout", "10")
+    try:
+        yield sc, closer
+    finally:
+        sc.stop()
+        closer.stop()
+        loop.close()
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +260,68 @@ def test_a_tunnel_lives_through_the_drain_then_is_cut(
     assert during == "baseline:during"
     assert end in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.ERROR)
     assert sc.proc.wait(10) == 0
+
+
+def _open_tunnel(sc: SidecarProc, path: bytes) -> socket.socket:
+    sock = connect(sc.proxy)
+    sock.sendall(
+        b"GET " + path + b" HTTP/1.1\r\nHost: half\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n"
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    return sock
+
+
+def test_a_client_half_close_passes_through_the_tunnel(half: Any) -> None:
+    """The client sends its FIN; the upstream sees it and still answers, and that answer
+    reaches the client (before: the sidecar closed both sides at the client's FIN)."""
+    sc, _ = half
+    with _open_tunnel(sc, b"/client-first") as sock:
+        sock.sendall(b"ping")
+        sock.shutdown(socket.SHUT_WR)
+        assert _drain(sock) == b"got:ping"
+
+
+def test_an_upstream_half_close_passes_through_the_tunnel(half: Any) -> None:
+    sc, closer = half
+    before = len(closer.got)
+    with _open_tunnel(sc, b"/upstream-first") as sock:
+        assert _drain(sock) == b"bye"  # the upstream's FIN reached the client
+        sock.sendall(b"late")  # the other direction is still open
+        sock.shutdown(socket.SHUT_WR)
+        wait_for(lambda: len(closer.got) > before, "the upstream to read to the client's FIN")
+    assert closer.got[before:] == [b"late"]
+
+
+def test_http10_upgrade_is_ignored(env: Any) -> None:
+    """RFC 9110 7.8: Upgrade in HTTP/1.0 is ignored: a plain request, answered, then the
+    connection closes (the parser stopped at the head: what follows is never parsed)."""
+    sc, base, _, _ = env
+    before = len(base.paths)
+    with connect(sc.proxy) as sock:
+        sock.sendall(
+            b"GET /old HTTP/1.0\r\nHost: reviews\r\nConnection: Upgrade, keep-alive\r\n"
+            b"Upgrade: foo\r\n\r\n" + SMUGGLED
+        )
+        status, headers, body = read_response(sock)
+        assert status == 200 and headers["connection"] == "close"
+        sent = dict(json.loads(body)["headers"])
+        assert "upgrade" not in sent and "upgrade" not in sent.get("connection", "").lower()
+        assert _drain(sock) == b""
+    assert base.paths[before:] == ["/old"]
+
+
+def test_http10_upgrade_with_a_body_is_400(env: Any) -> None:
+    sc, base, _, _ = env
+    before = len(base.paths)
+    with connect(sc.proxy) as sock:
+        sock.sendall(
+            b"POST /old HTTP/1.0\r\nHost: reviews\r\nConnection: Upgrade\r\nUpgrade: foo\r\n"
+            b"Content-Length: 41\r\n\r\n" + SMUGGLED
+        )
+        status, headers, _ = read_response(sock)
+        assert status == 400 and headers["connection"] == "close"
+        assert _drain(sock) == b""
+    assert base.paths[before:] == []
