@@ -38,6 +38,7 @@ __all__ = [
     "SERVICE_ENV",
     "SIDECAR_LABEL",
     "SKIP_ANNOTATION",
+    "InjectError",
     "InjectOptions",
     "default_image",
     "inject_object",
@@ -166,15 +167,77 @@ def _replace_named(items: list[Any], new: dict[str, Any], *, first: bool = False
     return out
 
 
+class InjectError(ValueError):
+    """A document that cannot be injected: invalid YAML or a workload of the wrong shape."""
+
+
+def _shape_problem(obj: dict[str, Any]) -> str | None:
+    """What makes a workload impossible to inject (a field of the wrong type), or None. Checked
+    before anything is touched, so that bad input is an error naming the field, never a crash."""
+
+    def kind_of(value: Any, want: type, path: str, *, required: bool = False) -> str | None:
+        if value is None and not required:
+            return None
+        if not isinstance(value, want):
+            return f"{path} must be {'a mapping' if want is dict else 'a list'}"
+        return None
+
+    spec = obj.get("spec")
+    template = spec.get("template") if isinstance(spec, dict) else None
+    meta = template.get("metadata") if isinstance(template, dict) else None
+    pod = template.get("spec") if isinstance(template, dict) else None
+    checks: list[tuple[Any, type, str, bool]] = [
+        (obj.get("metadata"), dict, "metadata", False),
+        (spec, dict, "spec", True),
+        (template, dict, "spec.template", True),
+        (meta, dict, "spec.template.metadata", False),
+        (pod, dict, "spec.template.spec", False),
+    ]
+    if isinstance(meta, dict):
+        checks += [
+            (meta.get("labels"), dict, "spec.template.metadata.labels", False),
+            (meta.get("annotations"), dict, "spec.template.metadata.annotations", False),
+        ]
+    if isinstance(pod, dict):
+        for key in ("containers", "initContainers", "volumes"):
+            items = pod.get(key)
+            checks.append((items, list, f"spec.template.spec.{key}", False))
+            if isinstance(items, list):
+                for n, item in enumerate(items):
+                    path = f"spec.template.spec.{key}[{n}]"
+                    checks.append((item, dict, path, True))
+                    if key == "containers" and isinstance(item, dict):
+                        env = item.get("env")
+                        checks.append((env, list, f"{path}.env", False))
+                        for m, entry in enumerate(env if isinstance(env, list) else []):
+                            checks.append((entry, dict, f"{path}.env[{m}]", True))
+    for value, want, path, required in checks:
+        problem = kind_of(value, want, path, required=required)
+        if problem:
+            return problem
+    return None
+
+
 def inject_object(obj: dict[str, Any], opts: InjectOptions, where: str = "") -> dict[str, Any]:
     """A copy of one workload with the sidecar; anything else is returned unchanged."""
     if obj.get("kind") == "List" and isinstance(obj.get("items"), list):
-        items = [inject_object(i, opts, f"{where}items[{n}]") for n, i in enumerate(obj["items"])]
+        items = [
+            inject_object(i, opts, f"{where}items[{n}]: ") if isinstance(i, dict) else i
+            for n, i in enumerate(obj["items"])
+        ]
         return {**obj, "items": items}
     if obj.get("kind") not in WORKLOAD_KINDS or not str(obj.get("apiVersion", "")).startswith(
         "apps/"
     ):
         return obj
+    problem = _shape_problem(obj)
+    if problem:
+        name = (
+            obj.get("metadata", {}).get("name", "?")
+            if isinstance(obj.get("metadata"), dict)
+            else "?"
+        )
+        raise InjectError(f"{where}{obj['kind']}/{name}: {problem}")
     template = (obj.get("spec") or {}).get("template") or {}
     annotations = (template.get("metadata") or {}).get("annotations") or {}
     if str(annotations.get(SKIP_ANNOTATION, "")).lower() == "false":
@@ -243,7 +306,10 @@ def inject_stream(text: str, opts: InjectOptions) -> str:
         if _SEPARATOR.match(doc):
             head, _, body = doc.partition("\n")
             head += "\n"
-        obj = yaml.safe_load(body)
+        try:
+            obj = yaml.safe_load(body)
+        except yaml.YAMLError as exc:
+            raise InjectError(f"document {n + 1}: invalid YAML: {exc}") from None
         if not isinstance(obj, dict):
             out.append(doc)
             continue

@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lane_router._inject import InjectOptions, inject_stream
+    from lane_router._inject import InjectError, InjectOptions, inject_stream
 
     opts = InjectOptions(
         image=args.image,
@@ -55,15 +55,21 @@ def run(args: argparse.Namespace) -> int:
         no_proxy=tuple(args.no_proxy),
         app_label=args.app_label,
     )
-    texts: list[str] = []
-    for name in args.file or ["-"]:
-        if name == "-":
-            texts.append(sys.stdin.read())
-        else:
-            with open(name, encoding="utf-8") as fh:
-                texts.append(fh.read())
-    for n, text in enumerate(texts):
-        if n and not text.startswith("---"):
-            sys.stdout.write("---\n")
-        sys.stdout.write(inject_stream(text, opts))
+    out: list[str] = []
+    for n, name in enumerate(args.file or ["-"]):
+        label = "stdin" if name == "-" else name
+        try:
+            if name == "-":
+                text = sys.stdin.read()
+            else:
+                with open(name, encoding="utf-8") as fh:
+                    text = fh.read()
+            if n and not text.startswith("---"):
+                out.append("---\n")
+            out.append(inject_stream(text, opts))
+        except (OSError, UnicodeDecodeError, InjectError) as exc:
+            # Nothing on stdout: half a stream piped into `kubectl apply` is worse than none.
+            print(f"lanes inject: error: {label}: {exc}", file=sys.stderr)
+            return 2
+    sys.stdout.write("".join(out))
     return 0

@@ -229,3 +229,39 @@ def test_sidecar_takes_an_empty_service_from_an_unlabelled_pod() -> None:
     assert parser.parse_args(["-f", "x", "--service", "reviews"]).service == "reviews"
     with pytest.raises(argparse.ArgumentError):
         parser.parse_args(["-f", "x", "--service", "Not_A_Label"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (": bad: [\n", "document 1: invalid YAML"),
+        (
+            "kind: Deployment\napiVersion: apps/v1\nmetadata: {name: x}\nspec: 3\n",
+            "Deployment/x: spec must be a mapping",
+        ),
+        (
+            "kind: Deployment\napiVersion: apps/v1\nmetadata: {name: x}\n"
+            "spec: {template: {spec: {containers: [{name: a, env: [5]}]}}}\n",
+            "spec.template.spec.containers[0].env[0] must be a mapping",
+        ),
+        (
+            "kind: List\nitems:\n- 7\n- kind: DaemonSet\n  apiVersion: apps/v1\n"
+            "  metadata: {name: d}\n  spec: {template: {spec: {containers: 5}}}\n",
+            "items[1]: DaemonSet/d: spec.template.spec.containers must be a list",
+        ),
+    ],
+    ids=["yaml", "spec", "env-entry", "list-item"],
+)
+def test_bad_input_is_an_error_naming_it_and_prints_nothing(text: str, message: str) -> None:
+    """Before: a Python traceback (exit 1), with the documents before it already printed."""
+    good = SAMPLE.read_text(encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "lane_router.cli", "inject", "-f", str(SAMPLE), "-f", "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert good and done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("lanes inject: error: stdin: ")
+    assert message in done.stderr and "Traceback" not in done.stderr
