@@ -148,9 +148,10 @@ def sidecar_container(opts: InjectOptions, service: str | None = None) -> dict[s
     }
 
 
-def _proxy_env(opts: InjectOptions) -> list[dict[str, str]]:
+def _proxy_env(opts: InjectOptions, kept: Iterable[str] = ()) -> list[dict[str, str]]:
+    """The proxy variables of an app container; ``kept``: its own NO_PROXY entries."""
     proxy = f"http://127.0.0.1:{opts.proxy_port}"
-    no_proxy = ",".join(dict.fromkeys((*DEFAULT_NO_PROXY, *opts.no_proxy)))
+    no_proxy = ",".join(dict.fromkeys((*DEFAULT_NO_PROXY, *opts.no_proxy, *kept)))
     return [
         {"name": "HTTP_PROXY", "value": proxy},
         {"name": "http_proxy", "value": proxy},
@@ -255,9 +256,17 @@ def inject_object(obj: dict[str, Any], opts: InjectOptions, where: str = "") -> 
     )
     volume = {"name": VOLUME_NAME, "configMap": {"name": opts.configmap}}
     pod["volumes"] = _replace_named(pod.get("volumes") or [], volume)
-    wanted = {e["name"]: e for e in _proxy_env(opts)}
     for container in pod.get("containers") or []:
         env = container.get("env") or []
+        # The app's own NO_PROXY entries are its intent (a database, an external API): kept.
+        kept = [
+            host.strip()
+            for entry in env
+            if entry.get("name") in _PROXY_ENV[2:] and isinstance(entry.get("value"), str)
+            for host in entry["value"].split(",")
+            if host.strip()
+        ]
+        wanted = {e["name"]: e for e in _proxy_env(opts, kept)}
         for entry in env:
             old, new = entry.get("value"), wanted.get(entry.get("name"), {}).get("value")
             if entry.get("name") in _PROXY_ENV[:2] and old not in (None, new):

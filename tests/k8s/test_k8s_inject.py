@@ -265,3 +265,21 @@ def test_bad_input_is_an_error_naming_it_and_prints_nothing(text: str, message: 
     assert good and done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("lanes inject: error: stdin: ")
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_app_containers_own_no_proxy_entries_are_kept() -> None:
+    """Before: ``NO_PROXY=db.internal`` was silently replaced (the app then sent its database
+    traffic to the sidecar, which answers 404 for hosts it does not know)."""
+    text = (
+        "kind: Deployment\napiVersion: apps/v1\nmetadata: {name: x}\n"
+        "spec: {template: {metadata: {labels: {app: x}}, spec: {containers: [{name: a, env: "
+        "[{name: NO_PROXY, value: 'db.internal, api.example'}, {name: no_proxy, value: "
+        "api.example}]}]}}}\n"
+    )
+    once = inject_stream(text, OPTS)
+    [container] = yaml.safe_load(once)["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    for key in ("NO_PROXY", "no_proxy"):
+        hosts = env[key].split(",")
+        assert hosts[-2:] == ["db.internal", "api.example"] and "localhost" in hosts
+    assert inject_stream(once, OPTS) == once  # still idempotent
