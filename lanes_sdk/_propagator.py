@@ -84,6 +84,10 @@ class LanePropagator(TextMapPropagator):
         self._fields = frozenset((header,))
         self._member = key + "="
         self._lines: dict[str, str | None] = {}
+        # The str object extract() last left in the baggage as the valid bare lane. inject()
+        # writes that very object (``is``: str is immutable) without checking it again, so a
+        # hop's inject costs a lookup; any other value, or a race between threads, is checked.
+        self._clean: str | None = None
 
     @property
     def header(self) -> str:
@@ -139,13 +143,19 @@ class LanePropagator(TextMapPropagator):
             if lane is None:
                 _log.debug("lanes: dropping invalid baggage %s=%r", self._key, held)
                 return _baggage.remove_baggage(self._key, context)
-        if held == lane and (len(members) == 1 or next(iter(members)) == self._key):
+        if (
+            held == lane
+            and type(held) is str
+            and (len(members) == 1 or next(iter(members)) == self._key)
+        ):
+            self._clean = held
             return context  # already the bare name, and first: nothing to do (the common case)
         if _BAGGAGE_KEY is None:  # pragma: no cover - depends on the OpenTelemetry release
             return with_lane(lane, context, key=self._key)
         # The bare lane as the *first* member (see with_lane), in one copy of the context.
         first = {self._key: lane, **members}
         first[self._key] = lane
+        self._clean = lane
         return Context({**context, _BAGGAGE_KEY: first})
 
     def _from_baggage(self, raw: str, held: object) -> str | None:
@@ -200,22 +210,26 @@ class LanePropagator(TextMapPropagator):
         if context is None:
             context = get_current()
         members = (
-            context.get(_BAGGAGE_KEY, _NO_MEMBERS)
-            if _BAGGAGE_KEY is not None
-            else baggage_members(context)
+            context.get(_BAGGAGE_KEY) if _BAGGAGE_KEY is not None else baggage_members(context)
         )
         if type(members) is not dict:
+            if members is None:
+                return  # no baggage, no lane
             members = baggage_members(context)
         value = members.get(self._key)
-        if value is not None:
+        if value is None:
+            return
+        lane = self._clean
+        if value is not lane or lane is None:  # not the object extract() checked: check it
             lane = _LENIENT.get(value) if type(value) is str else None  # memo of lane_of
             if lane is None:
                 lane = lane_of(value)
-            if lane is not None:
-                if setter is default_setter and type(carrier) is dict:
-                    carrier[self._header] = lane  # type: ignore[index]
-                else:
-                    setter.set(carrier, self._header, lane)
+                if lane is None:
+                    return
+        if setter is default_setter and type(carrier) is dict:
+            carrier[self._header] = lane  # type: ignore[index]
+        else:
+            setter.set(carrier, self._header, lane)
 
     @property
     def fields(self) -> set[str]:

@@ -225,6 +225,33 @@ def test_extract_survives_a_broken_getter():
     assert baggage.get_all(out) == {}  # invalid held value dropped, nothing raised
 
 
+def test_inject_checks_every_value_but_the_one_extract_checked():
+    """inject() skips the check only for the very str object extract() left as the lane."""
+    prop = LanePropagator()
+    ctx = prop.extract({"x-lane": "feature-a", "baggage": "lane=feature-a"}, Context())
+    out: dict[str, str] = {}
+    prop.inject(out, ctx)
+    assert out == {"x-lane": "feature-a"}
+
+    class Liar(str):  # equal to every lane: must never be trusted as one
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        __hash__ = str.__hash__
+
+    for held, alone in (("Bad Value", {}), (Liar("a b"), {}), ("b;ttl=5", {"x-lane": "b"})):
+        ctx = baggage.set_baggage("lane", held, Context())
+        out = {}
+        prop.inject(out, prop.extract({"x-lane": "feature-a"}, ctx))
+        assert out == {"x-lane": "feature-a"}, held
+        out = {}
+        prop.inject(out, ctx)  # not from extract: checked, properties stripped
+        assert out == alone, held
+    out = {}
+    prop.inject(out, Context())
+    assert out == {}
+
+
 def test_otel_propagators_entry_point_loads():
     code = (
         "from opentelemetry.propagate import get_global_textmap as g\n"
