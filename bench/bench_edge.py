@@ -5,7 +5,11 @@ signature check).
 
 Usage::
 
-    .venv/bin/python bench/bench_edge.py [--duration 2] [--pairs 15]
+    .venv/bin/python bench/bench_edge.py [--duration 2] [--pairs 15] [--carrier header|cookie]
+
+``--carrier cookie`` (the browser path): the edge gets ``Cookie: theme=dark; lane_token=<token>``
+(the token pair is read, then removed before the upstream), the plain sidecar
+``Cookie: theme=dark`` next to its ``x-lane``.
 
 Same setup as ``bench_proxy.py`` (its helpers are reused): each sidecar pinned to core 0 in
 turn, wrk and the upstream on core 1. Runs come in back-to-back (plain, edge) pairs, in
@@ -66,6 +70,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=2.0, help="seconds per wrk run")
     ap.add_argument("--pairs", type=int, default=15, help="back-to-back (plain, edge) pairs")
+    ap.add_argument(
+        "--carrier", choices=("header", "cookie"), default="header", help="where the token rides"
+    )
     args = ap.parse_args()
     ensure_wrk()
     import yaml
@@ -108,16 +115,18 @@ def main() -> int:
         m = re.search(r"proxy=\S+:(\d+)", line)
         if not m:
             sys.exit(f"edge sidecar did not start: {line!r}\n{(work / 'edge.log').read_text()}")
+        plain_h, edge_h = ["x-lane: feature-a"], [f"x-lane-token: {token}"]
+        if args.carrier == "cookie":
+            plain_h, edge_h = (
+                [*plain_h, "Cookie: theme=dark"],
+                [f"Cookie: theme=dark; lane_token={token}"],
+            )
         targets = {
-            "sidecar": (f"http://127.0.0.1:{plain_port}/", plain.pid, ["x-lane: feature-a"]),
-            "sidecar --edge": (
-                f"http://127.0.0.1:{m.group(1)}/",
-                edge.pid,
-                [f"x-lane-token: {token}"],
-            ),
+            "sidecar": (f"http://127.0.0.1:{plain_port}/", plain.pid, plain_h),
+            "sidecar --edge": (f"http://127.0.0.1:{m.group(1)}/", edge.pid, edge_h),
         }
-        check(targets["sidecar"][0], {"x-lane": "feature-a"})
-        check(targets["sidecar --edge"][0], {"x-lane-token": token})
+        check(targets["sidecar"][0], dict(h.split(": ", 1) for h in plain_h))
+        check(targets["sidecar --edge"][0], dict(h.split(": ", 1) for h in edge_h))
         for url, pid, headers in targets.values():
             wrk(url, 8, 1, pid, headers)  # warm up
         # Paired runs: each (plain, edge) pair runs back to back, in alternating order, so both

@@ -12,6 +12,7 @@ __all__ = [
     "DEFAULT_ISSUER",
     "DEFAULT_LEEWAY",
     "DEFAULT_TOKEN_HEADER",
+    "DEFAULT_VERIFY_BUDGET",
     "MAX_TOKEN_BYTES",
 ]
 
@@ -26,3 +27,6 @@ DEFAULT_LEEWAY: Final = 60  # seconds of clock skew for exp/nbf, as Envoy's jwt_
 ALGORITHMS: Final = ("ES256", "EdDSA")
 # A lane token is ~300 bytes. Anything far larger is refused before it is parsed.
 MAX_TOKEN_BYTES: Final = 4096
+# Signature checks per second a sidecar edge spends on tokens it has not seen (cache misses with
+# a known kid); past it they are treated as absent. Real QA sessions need a handful.
+DEFAULT_VERIFY_BUDGET: Final = 200

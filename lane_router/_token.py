@@ -14,7 +14,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -98,6 +98,9 @@ class Verdict:
 
 
 ABSENT: Final = Verdict("absent", reason="no token")
+OVER_BUDGET: Final = Verdict(
+    "absent", reason="not verified: over the verification budget", lasting=False
+)
 
 
 def _algorithm_of(key: Any) -> str:
@@ -242,6 +245,7 @@ class Verifier:
     """
 
     __slots__ = (
+        "_allow",
         "_audience",
         "_cache",
         "_cache_size",
@@ -259,8 +263,12 @@ class Verifier:
         audience: str = DEFAULT_AUDIENCE,
         leeway: float = DEFAULT_LEEWAY,
         cache_size: int = 1024,
+        allow: Callable[[], bool] | None = None,
     ) -> None:
         self.keyset = keyset
+        # Asked before each signature check (a known kid, not cached): False = the token is
+        # treated as absent, not remembered (the edge's verification budget).
+        self._allow = allow
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway
@@ -305,6 +313,8 @@ class Verifier:
             jwk = self.keyset.keys.get(kid) if isinstance(kid, str) else None
             if jwk is None:
                 return Verdict("invalid", reason=f"kid {kid!r} is not in the JWKS")
+            if self._allow is not None and not self._allow():
+                return OVER_BUDGET
             claims = jwt.decode(
                 token,
                 jwk,

@@ -29,6 +29,16 @@ def _service_name(text: str) -> str:
     return text
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.add_argument("-f", "--file", required=True, help="the topology (lanes.yaml)")
@@ -123,6 +133,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     edge.add_argument(
         "--token-leeway", type=float, default=60.0, metavar="S", help="clock skew for exp/nbf"
     )
+    edge.add_argument(
+        "--token-verify-budget",
+        type=_count,
+        default=200,
+        metavar="N",
+        help="signature checks per second for unseen tokens; past it a token counts as absent"
+        " (0: unlimited)",
+    )
     parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="logs"
     )
@@ -172,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
         edge_issuer=args.token_issuer,
         edge_audience=args.token_audience,
         edge_leeway=args.token_leeway,
+        edge_verify_budget=args.token_verify_budget,
         dns_ttl=args.dns_ttl,
         dns_negative_ttl=args.dns_negative_ttl,
     )

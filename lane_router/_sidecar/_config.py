@@ -50,6 +50,7 @@ class SidecarConfig:
     edge_issuer: str = "traffic-lanes"
     edge_audience: str = "lanes-edge"
     edge_leeway: float = 60.0
+    edge_verify_budget: int = 200  # signature checks per second; 0: unlimited
 
     def timeout(self, value: float) -> float:
         return value if value > 0 else math.inf

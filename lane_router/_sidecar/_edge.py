@@ -10,13 +10,19 @@ and only in edge mode; the JOSE library is imported only then.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from lane_router._edge_wire import DEFAULT_COOKIE, DEFAULT_TOKEN_HEADER, MAX_TOKEN_BYTES
+from lane_router._edge_wire import (
+    DEFAULT_COOKIE,
+    DEFAULT_TOKEN_HEADER,
+    DEFAULT_VERIFY_BUDGET,
+    MAX_TOKEN_BYTES,
+)
 
 if TYPE_CHECKING:
     from lane_router._sidecar._decide import RequestHead
@@ -101,9 +107,26 @@ class EdgeConfigError(ValueError):
 class Edge:
     """Edge state: the verifier of the current JWKS and the counters."""
 
-    def __init__(self, jwks_path: str | Path, *, issuer: str, audience: str, leeway: float) -> None:
+    def __init__(
+        self,
+        jwks_path: str | Path,
+        *,
+        issuer: str,
+        audience: str,
+        leeway: float,
+        verify_budget: int = DEFAULT_VERIFY_BUDGET,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = Path(jwks_path)
         self._options = {"issuer": issuer, "audience": audience, "leeway": leeway}
+        # Signature checks per second (0: unlimited): a flood of distinct well-formed tokens
+        # with a known kid costs one check each; past the budget they are treated as absent.
+        self._budget = verify_budget
+        self._clock = clock
+        self._second = -1
+        self._checks = 0
+        self._warn_at = -math.inf
+        self.over_budget = 0
         self.cookie = DEFAULT_COOKIE.encode("ascii")
         self.tokens = dict.fromkeys(OUTCOMES, 0)
         self.stripped = 0  # client lane header lines (x-lane lines, baggage lane members) removed
@@ -123,7 +146,29 @@ class Edge:
         from lane_router._token import Verifier, load_jwks
 
         keyset = load_jwks(self.path.read_bytes(), source=str(self.path))
-        return Verifier(keyset, **self._options)  # type: ignore[arg-type]
+        allow = self._allow if self._budget > 0 else None
+        return Verifier(keyset, allow=allow, **self._options)  # type: ignore[arg-type]
+
+    def _allow(self) -> bool:
+        """One signature check from this second's budget; past it the token counts as absent,
+        counted, and a WARNING at most once a minute."""
+        now = self._clock()
+        second = int(now)
+        if second != self._second:
+            self._second, self._checks = second, 0
+        if self._checks < self._budget:
+            self._checks += 1
+            return True
+        self.over_budget += 1
+        if now >= self._warn_at:
+            self._warn_at = now + 60.0
+            log.warning(
+                "edge: more than %d lane tokens to verify in one second; the rest are treated "
+                "as absent (baseline) - a flood of forged tokens? Raise --token-verify-budget "
+                "if these are real testers",
+                self._budget,
+            )
+        return False
 
     def install(self, special: dict[bytes, int], baggage_key: str) -> None:
         """Map the edge's header kinds into a route table's ``special`` (every table build)."""
@@ -186,15 +231,14 @@ class Edge:
         if req.lanes:
             self.stripped += len(req.lanes)
         req.baggage = None
-        tokens = req.tokens
-        raw = tokens[0] if tokens is not None and len(tokens) == 1 else None
-        if raw is not None:
+        raw = token_from(req.tokens, req.cookies, self.cookie)
+        if raw is not None:  # header or cookie: a QA session's token skips the verifier
             hit = self._fast.get(raw)
             if hit is not None and time.time() < hit[1]:
                 self.tokens["valid"] += 1
                 req.lanes = [hit[0]]
                 return
-        verdict = self._verdict(token_from(tokens, req.cookies, self.cookie))
+        verdict = self._verdict(raw)
         if verdict.lane is None:
             req.lanes = None
             return
@@ -218,6 +262,11 @@ class Edge:
                 "lanes_edge_stripped_total",
                 "Client lane headers removed at the edge (x-lane lines, baggage lane members).",
                 self.stripped,
+            ),
+            (
+                "lanes_edge_verify_budget_exceeded_total",
+                "Lane tokens not verified (treated as absent): over --token-verify-budget.",
+                self.over_budget,
             ),
             (
                 "lanes_edge_jwks_reload_failures_total",

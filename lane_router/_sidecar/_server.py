@@ -69,6 +69,7 @@ class Sidecar:
                 issuer=config.edge_issuer,
                 audience=config.edge_audience,
                 leeway=config.edge_leeway,
+                verify_budget=config.edge_verify_budget,
             )
         self.table = self._build(load_topology(config.topology_path), 1)
         self._stat_key = self._stat()

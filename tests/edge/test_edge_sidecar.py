@@ -6,6 +6,7 @@ forwarded, the JWKS reloaded (rotation; a bad file keeps the old keys and is cou
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from sidecar_helpers import (
 from sidecar_helpers import topology as make_topology
 from test_edge_strip import STRIP_CASES
 
+from lane_router._sidecar._edge import Edge
 from lane_router._token import mint
 
 
@@ -102,6 +104,7 @@ def test_client_lane_headers_are_ignored_other_baggage_kept(edge: SidecarProc) -
     changed = sum(1 for line, a in STRIP_CASES if a != line)
     assert after["lanes_edge_stripped_total"] - before["lanes_edge_stripped_total"] == 2 + changed
     assert after['lanes_edge_tokens_total{outcome="absent"}'] >= 2
+    assert after["lanes_edge_verify_budget_exceeded_total"] == 0
 
 
 @pytest.mark.parametrize("which", ["a", "b"])
@@ -181,3 +184,31 @@ def _replace(path: Path, text: str) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def test_verification_budget_past_it_tokens_are_absent(
+    keys: Keys, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flood of distinct tokens costs at most the budget's signature checks per second; the
+    rest are baseline, counted and warned about once. A cached token is unaffected. (A test
+    clock: no timing.)"""
+    now = [1000.0]
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(keys.jwks))
+    edge = Edge(
+        jwks, issuer="traffic-lanes", audience="lanes-edge", leeway=60, verify_budget=2,
+        clock=lambda: now[0],
+    )  # fmt: skip
+    tokens = [mint(keys.a, "feature-a", 600 + i).encode() for i in range(5)]
+    with caplog.at_level(logging.WARNING, logger="lane_router.sidecar"):
+        assert [edge.lane(t) for t in tokens] == ["feature-a", "feature-a", None, None, None]
+    assert edge.over_budget == 3
+    assert edge.tokens["absent"] == 3
+    assert len([r for r in caplog.records if "--token-verify-budget" in r.message]) == 1
+    assert edge.lane(tokens[0]) == "feature-a"  # verified before: no check needed
+    assert "lanes_edge_verify_budget_exceeded_total 3" in edge.metrics()
+    now[0] += 1  # the next second: a new budget
+    assert edge.lane(tokens[3]) == "feature-a"
+    unlimited = Edge(jwks, issuer="traffic-lanes", audience="lanes-edge", leeway=60,
+                     verify_budget=0)  # fmt: skip
+    assert all(unlimited.lane(t) == "feature-a" for t in tokens)
