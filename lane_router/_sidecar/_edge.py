@@ -38,6 +38,7 @@ __all__ = [
     "EdgeConfigError",
     "strip_baggage_lane",
     "strip_cookie",
+    "take_cookie",
     "token_from",
 ]
 
@@ -69,33 +70,49 @@ def strip_baggage_lane(line: bytes, key: bytes) -> bytes | None:
     return _strip(line, key, b",")
 
 
+def take_cookie(line: bytes, name: bytes) -> tuple[bytes | None, bytes | None]:
+    """One pass over a ``Cookie`` line (RFC 6265 ``name=value; name=value``): the line without
+    its ``name`` pairs (``None`` when nothing is left; ``line`` itself when it holds none), and
+    the first such pair's value, spaces and quotes trimmed (``b""`` if empty, ``None`` if no
+    pair). Pair names are compared after trimming spaces/tabs, as the Envoy strip step does."""
+    if name not in line:
+        return line, None
+    kept: list[bytes] = []
+    value: bytes | None = None
+    for pair in line.split(b";"):
+        key, _, val = pair.partition(b"=")
+        if key.strip(_OWS) != name:
+            kept.append(pair)
+        elif value is None:
+            value = val.strip(_OWS).strip(b'"')
+    if value is None:
+        return line, None
+    out = b";".join(kept).strip(_OWS)
+    return out or None, value
+
+
 def strip_cookie(line: bytes, name: bytes) -> bytes | None:
     """A ``Cookie`` line without its ``name`` pairs (the lane token is a credential: it never
     reaches the upstream); the other pairs keep their bytes. ``None`` when nothing is left;
     ``line`` itself when it holds no such pair. Same rule as the Envoy strip step's."""
-    return _strip(line, name, b";")
+    return take_cookie(line, name)[0]
 
 
 def token_from(
     headers: Iterable[bytes] | None, cookies: Iterable[bytes] | None, cookie: bytes
 ) -> bytes | None:
-    """The lane token: the first non-empty token header line, else the first ``cookie=``
-    pair over the ``Cookie`` lines (RFC 6265 ``name=value; name=value``)."""
+    """The lane token: the first non-empty token header line, else the value of the first
+    ``cookie`` pair over the ``Cookie`` lines (see :func:`take_cookie`)."""
     if headers:
         for value in headers:
             value = value.strip(_OWS)
             if value:
                 return value
     if cookies:
-        prefix = cookie + b"="
         for line in cookies:
-            if prefix not in line:
-                continue
-            for pair in line.split(b";"):
-                pair = pair.strip(_OWS)
-                if pair.startswith(prefix):
-                    value = pair[len(prefix) :].strip(b'"')
-                    return value or None
+            token = take_cookie(line, cookie)[1]
+            if token is not None:
+                return token or None
     return None
 
 
@@ -215,15 +232,11 @@ class Edge:
             else:
                 req.tokens.append(value)
         else:  # H_EDGE_COOKIE: read for the token, forwarded without the token's pair
-            kept = strip_cookie(value, self.cookie)
+            kept, token = take_cookie(value, self.cookie)
             if kept is not None:
                 req.headers += (name, b": ", kept, b"\r\n")
-            if kept is value:
-                return
-            if req.cookies is None:
-                req.cookies = [value]
-            else:
-                req.cookies.append(value)
+            if token is not None and req.cookies is None:
+                req.cookies = [token]  # the first pair's value decides, as in token_from()
 
     def settle(self, req: RequestHead) -> None:
         """Replace the head's lane with the token's: the client's ``x-lane`` lines are dropped
@@ -231,7 +244,9 @@ class Edge:
         if req.lanes:
             self.stripped += len(req.lanes)
         req.baggage = None
-        raw = token_from(req.tokens, req.cookies, self.cookie)
+        raw = token_from(req.tokens, None, self.cookie)
+        if raw is None and req.cookies is not None:
+            raw = req.cookies[0] or None
         if raw is not None:  # header or cookie: a QA session's token skips the verifier
             hit = self._fast.get(raw)
             if hit is not None and time.time() < hit[1]:

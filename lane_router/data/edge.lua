@@ -79,18 +79,19 @@ local function rewrite(headers, name, key, sep)
   return originals, changed
 end
 
--- The first COOKIE pair's value over the cookie lines (nil if none, or if it is empty), as the
--- sidecar's token_from() reads it.
+-- The value of the first COOKIE pair over the cookie lines (name compared trimmed, value
+-- trimmed of spaces then quotes; nil if there is none or it is empty), as the sidecar's
+-- take_cookie() reads it.
 local function cookie_token(lines)
-  local prefix = COOKIE .. "="
   for _, line in ipairs(lines) do
-    if find(line, prefix, 1, true) then
+    if find(line, COOKIE, 1, true) then
       local start = 1
       while true do
         local semi = find(line, ";", start, true)
-        local pair = trim(semi and sub(line, start, semi - 1) or sub(line, start))
-        if sub(pair, 1, #prefix) == prefix then
-          local value = gsub(gsub(sub(pair, #prefix + 1), '^"+', ""), '"+$', "")
+        local pair = semi and sub(line, start, semi - 1) or sub(line, start)
+        local eq = find(pair, "=", 1, true)
+        if trim(eq and sub(pair, 1, eq - 1) or pair) == COOKIE then
+          local value = gsub(gsub(trim(eq and sub(pair, eq + 1) or ""), '^"+', ""), '"+$', "")
           if value == "" then
             return nil
           end

@@ -110,6 +110,8 @@ def test_cookie_carrier(envoy: EnvoyProcess, keys: Keys) -> None:
     assert "x-lane-token" not in seen["lane_headers"]
     status, seen = ask(envoy, [("cookie", f'lane_token="{token}"')])  # quoted; nothing left
     assert (status, seen["lane"], seen["cookie"]) == (200, "feature-a", [])
+    status, seen = ask(envoy, [("cookie", f"a=1; lane_token = {token} ;b=2")])  # trimmed
+    assert (status, seen["lane"], seen["cookie"]) == (200, "feature-a", ["a=1;b=2"])
     status, seen = ask(envoy, [("x-lane-token", "bad"), ("cookie", f"lane_token={token}")])
     assert (status, seen["lane"], seen["cookie"]) == (200, "baseline", [])  # the header wins
 

@@ -127,9 +127,9 @@ def test_cookie_carrier_and_cache(edge: SidecarProc, keys: Keys) -> None:
         status, seen = ask(edge, [("cookie", f"theme=dark; lane_token={token}")])
         assert (status, *lane_of(seen)) == (200, "feature-a", ["feature-a"])
         assert seen["h"]["cookie"] == ["theme=dark"]  # the token is a credential
-    status, seen = ask(edge, [("cookie", f"lane_token={token}"), ("cookie", "a=1")])
+    status, seen = ask(edge, [("cookie", f"a=1; lane_token = {token} ;b=2"), ("cookie", "c=3")])
     assert (status, *lane_of(seen)) == (200, "feature-a", ["feature-a"])
-    assert seen["h"]["cookie"] == ["a=1"]
+    assert seen["h"]["cookie"] == ["a=1;b=2", "c=3"]
     assert counters(edge)['lanes_edge_tokens_total{outcome="valid"}'] - before == 4
 
 

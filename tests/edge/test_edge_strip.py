@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lane_router._sidecar._edge import strip_baggage_lane, strip_cookie, token_from
+from lane_router._sidecar._edge import strip_baggage_lane, strip_cookie, take_cookie, token_from
 
 # (baggage line, the line after the edge) - shared with the Envoy test so both planes agree.
 STRIP_CASES = [
@@ -33,6 +33,19 @@ COOKIE_CASES = [
 @pytest.mark.parametrize(("line", "after"), COOKIE_CASES)
 def test_strip_cookie(line: bytes, after: bytes | None) -> None:
     assert strip_cookie(line, b"lane_token") == after
+
+
+@pytest.mark.parametrize(
+    ("line", "token"),
+    [
+        (b"a=1; lane_token = x ;b=2", b"x"),
+        (b'lane_token="q"; lane_token=r', b"q"),
+        (b"lane_token; lane_token=r", b""),
+        (b"a=lane_token", None),
+    ],
+)
+def test_take_cookie_reads_the_first_pair(line: bytes, token: bytes | None) -> None:
+    assert take_cookie(line, b"lane_token")[1] == token
 
 
 @pytest.mark.parametrize(("line", "after"), STRIP_CASES)
