@@ -200,7 +200,7 @@ def test_verification_budget_past_it_tokens_are_absent(
         clock=lambda: now[0],
     )  # fmt: skip
     tokens = [mint(keys.a, "feature-a", 600 + i).encode() for i in range(5)]
-    with caplog.at_level(logging.WARNING, logger="lane_router.sidecar"):
+    with caplog.at_level(logging.WARNING, logger="lanes.sidecar"):
         assert [edge.lane(t) for t in tokens] == ["feature-a", "feature-a", None, None, None]
     assert edge.over_budget == 3
     assert edge.tokens["absent"] == 3
