@@ -344,7 +344,7 @@ def report(
         )
         print(
             "\nsidecar / Envoy (ratios of the medians): "
-            f"req/s at c32 {rps_ratio:.2f}x (goal >= 1.5x); "
+            f"req/s at c32 {rps_ratio:.2f}x (goal >= 1.6x); "
             f"added p50 at c1 {add_s / add_e:.2f}x (goal <= 0.7x); private memory "
             f"{memory['sidecar'] / memory['envoy']:.2f}x (goal <= 1x); 1 MB req/s "
             f"{med[('sidecar', '1MB')]['rps'] / med[('envoy', '1MB')]['rps']:.2f}x"
