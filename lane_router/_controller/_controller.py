@@ -426,14 +426,7 @@ class Controller:
                 others=others.get(host, ()),
             )
             ok, conflicts = self._execute(plan)
-            before = (self._conflicts.get(key, ()), key in self._failed)
-            if conflicts:
-                self._conflicts[key] = conflicts
-                self._report_conflicts(ns, host, conflicts)
-            else:
-                self._conflicts.pop(key, None)
-            (self._failed.discard if ok else self._failed.add)(key)
-            changed |= before != (self._conflicts.get(key, ()), key in self._failed)
+            changed |= self._record(key, conflicts, ok)
             self.metrics.inc(
                 "lanes_controller_reconciles_total",
                 result="conflict" if conflicts else ("ok" if ok else "error"),
@@ -443,6 +436,18 @@ class Controller:
             float(sum(1 for o in self.informers["VirtualService"].items() if is_ours(o))),
         )
         return changed
+
+    def _record(self, key: Key, conflicts: tuple[str, ...], ok: bool) -> bool:
+        """Keep a host's conflict and failure state (reporting new conflicts); True when it
+        changed, so the lanes' status is written again."""
+        before = (self._conflicts.get(key, ()), key in self._failed)
+        if conflicts:
+            self._conflicts[key] = conflicts
+            self._report_conflicts(key[0], key[1], conflicts)
+        else:
+            self._conflicts.pop(key, None)
+        (self._failed.discard if ok else self._failed.add)(key)
+        return before != (self._conflicts.get(key, ()), key in self._failed)
 
     def _reconcile_sidecar(
         self, ns: str, model: NamespaceModel, hosts: Iterable[str], objs: Mapping[str, list]
@@ -467,16 +472,7 @@ class Controller:
         }
         changed = False
         for host in sorted(names):
-            key = (ns, host)
-            conflicts = (plan.conflicts or {}).get(host, ())
-            before = (self._conflicts.get(key, ()), key in self._failed)
-            if conflicts:
-                self._conflicts[key] = conflicts
-                self._report_conflicts(ns, host, conflicts)
-            else:
-                self._conflicts.pop(key, None)
-            (self._failed.discard if ok else self._failed.add)(key)
-            changed |= before != (self._conflicts.get(key, ()), key in self._failed)
+            changed |= self._record((ns, host), (plan.conflicts or {}).get(host, ()), ok)
         self.metrics.inc("lanes_controller_reconciles_total", result="ok" if ok else "error")
         return changed
 
