@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import pytest
@@ -29,13 +29,36 @@ from sidecar_helpers import (
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: reviews\r\n\r\n"
 
 
-class Always101:
-    """A broken upstream that answers every request with ``101`` and then echoes bytes."""
+class RawUpstream:
+    """A raw asyncio upstream on 127.0.0.1 (subclasses answer in ``_serve``): for answers an
+    HTTP server library would not send."""
 
     def __init__(self, loop: Loop) -> None:
         self.loop = loop
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        async def go() -> None:
+            self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+            self.port = self.server.sockets[0].getsockname()[1]
+
+        self.loop.run(go())
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+class Always101(RawUpstream):
+    """A broken upstream that answers every request with ``101`` and then echoes bytes."""
+
+    def __init__(self, loop: Loop) -> None:
+        super().__init__(loop)
         self.accepted = 0
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -51,28 +74,14 @@ class Always101:
         finally:
             writer.close()
 
-    def start(self) -> Always101:
-        async def go() -> None:
-            self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-            self.port = self.server.sockets[0].getsockname()[1]
 
-        self.loop.run(go())
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-
-
-class HalfCloser:
+class HalfCloser(RawUpstream):
     """An upstream that answers ``101`` and then half-closes: on ``/client-first`` it reads to
     the client's FIN and answers after it; on ``/upstream-first`` it sends its FIN first and
     then keeps reading (what it got is in :attr:`got`)."""
 
     def __init__(self, loop: Loop) -> None:
-        self.loop = loop
-        self.server: asyncio.AbstractServer | None = None
-        self.port = 0
+        super().__init__(loop)
         self.got: list[bytes] = []
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -91,18 +100,6 @@ class HalfCloser:
             pass
         finally:
             writer.close()
-
-    def start(self) -> HalfCloser:
-        async def go() -> None:
-            self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-            self.port = self.server.sockets[0].getsockname()[1]
-
-        self.loop.run(go())
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
 
 
 @pytest.fixture(scope="module")
